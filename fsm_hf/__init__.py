@@ -1,0 +1,51 @@
+"""fsm-hf: Fast Spatial Memory (FSM) for the Hugging Face ecosystem.
+
+Importing this package registers the ``fsm`` model type with ``AutoConfig`` and ``AutoModel``.
+Heavy optional dependencies (diffusers for the pipeline, gradio, gsplat's CUDA backend) are
+imported only when the objects that need them are first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from transformers import AutoConfig, AutoModel
+
+from .configuration_fsm import PRESETS, FSMConfig
+from .memory import FSMMemory
+from .modeling_fsm import (
+    FSMForNovelViewSynthesis,
+    FSMModel,
+    FSMModelOutput,
+    FSMNovelViewSynthesisOutput,
+    FSMPreTrainedModel,
+)
+
+__version__ = "0.1.0"
+
+AutoConfig.register(FSMConfig.model_type, FSMConfig, exist_ok=True)
+AutoModel.register(FSMConfig, FSMForNovelViewSynthesis, exist_ok=True)
+
+# name -> submodule, imported on first attribute access
+_LAZY = {}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "PRESETS",
+    "FSMConfig",
+    "FSMForNovelViewSynthesis",
+    "FSMMemory",
+    "FSMModel",
+    "FSMModelOutput",
+    "FSMNovelViewSynthesisOutput",
+    "FSMPreTrainedModel",
+    *_LAZY,
+]

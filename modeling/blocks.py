@@ -1,0 +1,199 @@
+"""Per-view self-attention, the GELU MLP, the FSM block and the backbone (DESIGN §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .lacet import SCHEDULES, ElasticSettings, ElasticState, FastWeights, LaCETLayer, TTTOperation
+
+
+class ViewSelfAttention(nn.Module):
+    """Multi-head self-attention with QK-RMSNorm over ``[N, L, D]`` (one view per row), via SDPA."""
+
+    def __init__(self, hidden_size: int, head_dim: int = 64, use_qk_norm: bool = True):
+        super().__init__()
+        if hidden_size % head_dim != 0:
+            raise ValueError(f"hidden_size {hidden_size} is not a multiple of the attention head_dim {head_dim}")
+        self.head_dim = head_dim
+        self.to_qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=False)
+        self.c_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.c_proj.is_residual_projection = True
+        self.use_qk_norm = use_qk_norm
+        if use_qk_norm:
+            self.q_norm = nn.RMSNorm(head_dim)
+            self.k_norm = nn.RMSNorm(head_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, l, d = x.shape
+        qkv = self.to_qkv(x).view(n, l, 3, d // self.head_dim, self.head_dim)  # [N, L, 3, nh, dh]
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [N, nh, L, dh]
+        if self.use_qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        out = F.scaled_dot_product_attention(q, k, v)  # [N, nh, L, dh]
+        out = out.permute(0, 2, 1, 3).reshape(n, l, d)
+        return self.c_proj(out)
+
+
+class FSMMLP(nn.Module):
+    """``Linear -> GELU (exact) -> Linear``, no biases."""
+
+    def __init__(self, hidden_size: int, mlp_ratio: float = 4):
+        super().__init__()
+        inner = int(hidden_size * mlp_ratio)
+        self.c_fc = nn.Linear(hidden_size, inner, bias=False)
+        self.c_proj = nn.Linear(inner, hidden_size, bias=False)
+        self.c_proj.is_residual_projection = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c_proj(F.gelu(self.c_fc(x)))
+
+
+def elastic_settings_from_config(config) -> ElasticSettings:
+    return ElasticSettings(
+        enabled=config.elastic_enabled,
+        estimator=config.elastic_estimator,
+        anchor_policy=config.elastic_anchor_policy,
+        alpha=config.elastic_alpha,
+        beta=config.elastic_beta,
+        strength=config.elastic_lambda,
+    )
+
+
+class FSMBlock(nn.Module):
+    """Pre-LN residual block: per-view attention, then LaCET over all tokens, then the MLP."""
+
+    def __init__(self, config):
+        super().__init__()
+        d = config.hidden_size
+        self.attention_norm = nn.LayerNorm(d, eps=config.layer_norm_eps, bias=False)
+        self.attention = ViewSelfAttention(d, config.attention_head_dim, config.use_qk_norm)
+        self.lacet_norm = nn.LayerNorm(d, eps=config.layer_norm_eps, bias=False)
+        self.lacet = LaCETLayer(
+            d,
+            config.ttt_head_dim,
+            inter_multi=config.ttt_inter_multi,
+            base_lr=config.ttt_base_lr,
+            chunk_size=config.ttt_chunk_size,
+            newton_schulz_steps=config.newton_schulz_steps,
+            newton_schulz_dtype=config.newton_schulz_dtype,
+            apply_before_update=config.apply_before_update,
+            elastic=elastic_settings_from_config(config),
+            initial_importance=config.elastic_initial_importance,
+        )
+        self.mlp_norm = nn.LayerNorm(d, eps=config.layer_norm_eps, bias=False)
+        self.mlp = FSMMLP(d, config.mlp_ratio)
+
+    def attend(self, x: torch.Tensor, tokens_per_view: int, max_views_per_batch: Optional[int] = None) -> torch.Tensor:
+        """Residual per-view attention on ``[B, V * L_img, D]``; views in batches of ``max_views_per_batch``."""
+        b, vl, d = x.shape
+        views = self.attention_norm(x).reshape(b * (vl // tokens_per_view), tokens_per_view, d)  # [BV, L_img, D]
+        if max_views_per_batch is None or max_views_per_batch >= views.shape[0]:
+            attended = self.attention(views)
+        else:
+            attended = torch.cat([self.attention(part) for part in views.split(max_views_per_batch)], dim=0)
+        return x + attended.reshape(b, vl, d)
+
+    def feed_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.mlp(self.mlp_norm(x))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        tokens_per_view: int,
+        schedule: Sequence[TTTOperation],
+        elastic_state: Optional[ElasticState] = None,
+        fast_weights: Optional[FastWeights] = None,
+        max_views_per_batch: Optional[int] = None,
+    ):
+        x = self.attend(x, tokens_per_view, max_views_per_batch)
+        lacet_out, fast_weights, elastic_state = self.lacet(self.lacet_norm(x), schedule, elastic_state, fast_weights)
+        x = x + lacet_out
+        return self.feed_forward(x), fast_weights, elastic_state
+
+
+@dataclass
+class BackboneOutput:
+    """What :meth:`FSMBackbone.forward` returns."""
+
+    hidden_states: torch.Tensor  # [B, L, D]
+    fast_weights: List[FastWeights] = field(default_factory=list)  # one per layer
+    elastic_state: Optional[ElasticState] = None  # the state after the last layer (threaded mode)
+
+
+class FSMBackbone(nn.Module):
+    """``num_hidden_layers`` :class:`FSMBlock` s with the elastic state threaded or per layer.
+
+    ``config.elastic_state``:
+
+    * ``"threaded"`` (the official release): one state, initialised from the **first** block's
+      buffers, flows through all layers in order: layer ``l + 1`` starts where layer ``l`` left it.
+    * ``"per_layer"``: every layer starts from its own buffers.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList([FSMBlock(config) for _ in range(config.num_hidden_layers)])
+        self.gradient_checkpointing = False
+
+    def schedule(self, num_input_tokens: int, num_total_tokens: int) -> List[TTTOperation]:
+        return SCHEDULES[self.config.ttt_schedule](num_input_tokens, num_total_tokens)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        tokens_per_view: int,
+        num_input_tokens: int,
+        max_views_per_batch: Optional[int] = None,
+    ) -> BackboneOutput:
+        """Update on the first ``num_input_tokens`` tokens, apply to all (schedule from the config)."""
+        schedule = self.schedule(num_input_tokens, x.shape[1])
+        threaded = self.config.elastic_enabled and self.config.elastic_state == "threaded"
+        state = self.layers[0].lacet.initial_elastic_state(x.shape[0]) if threaded else None
+        memory = []
+        for layer in self.layers:
+            layer_state = state if threaded else None
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x, fw, new_state = checkpoint(
+                    layer, x, tokens_per_view, schedule, layer_state, None, max_views_per_batch, use_reentrant=False
+                )
+            else:
+                x, fw, new_state = layer(x, tokens_per_view, schedule, layer_state, None, max_views_per_batch)
+            if threaded:
+                state = new_state
+            memory.append(fw)
+        return BackboneOutput(hidden_states=x, fast_weights=memory, elastic_state=state)
+
+    def render(
+        self,
+        x: torch.Tensor,
+        tokens_per_view: int,
+        memory: Sequence[FastWeights],
+        max_views_per_batch: Optional[int] = None,
+    ) -> torch.Tensor:
+        """Push target tokens through the layers, applying each layer's stored fast weights."""
+        if len(memory) != len(self.layers):
+            raise ValueError(f"memory has {len(memory)} layers, the model has {len(self.layers)}")
+        for layer, fw in zip(self.layers, memory):
+            x = layer.attend(x, tokens_per_view, max_views_per_batch)
+            x = x + layer.lacet.apply_memory(layer.lacet_norm(x), fw)
+            x = layer.feed_forward(x)
+        return x
+
+
+class LVSMHead(nn.Module):
+    """``LayerNorm -> Linear(D, 3 p^2) -> sigmoid``: tokens to rgb patches in ``(0, 1)``."""
+
+    def __init__(self, hidden_size: int, patch_size: int, layer_norm_eps: float = 1e-5):
+        super().__init__()
+        self.layernorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps, bias=False)
+        self.linear = nn.Linear(hidden_size, 3 * patch_size * patch_size, bias=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.linear(self.layernorm(tokens)))

@@ -1,0 +1,473 @@
+"""LaCET: Large Chunk Elastic Test-Time Training (DESIGN §4).
+
+A LaCET layer replaces attention for a ``[B, L, D]`` sequence. Each head owns a small SwiGLU
+network, the *fast weights*::
+
+    f(x) = (silu(x @ W0) * (x @ W2)) @ W1        W0, W2: [d, d*m]   W1: [d*m, d]
+
+that is trained *inside the forward pass* on some tokens (``update``) and evaluated on others
+(``apply``), following a schedule of :class:`TTTOperation` s. One update on a chunk of tokens:
+
+1. descent directions of the inner loss ``-sum_i lr_i <f(k_i), v_i>`` (gradient written by hand),
+   orthogonalised by Newton–Schulz: ``U0, U1, U2``;
+2. ``W <- W + U``;
+3. elastic prior (optional): importance ``S`` of the update (MAS ``|U|``, EWC ``U^2`` or
+   SI ``|U * (W - W*)|``), ``F <- alpha F + (1 - alpha) S``, ``W <- W - lambda F (W - W*)``;
+4. each column renormalised to the norm the weights had at the start of the call;
+5. anchor policy: ``global`` (``W*`` fixed), ``streaming`` (``W* <- W``) or ``streaming-ema``
+   (``W* <- beta W* + (1 - beta) W``).
+
+With the elastic prior off and a single chunk this is exactly LaCT.
+
+Every operation below follows the reference implementation's order and dtypes (bf16
+Newton–Schulz returning bf16, fp32 elsewhere), so the default path reproduces the official
+outputs bit for bit on CPU. Anchors and importances are constants for autograd and are passed
+between layers *as values*: nothing is mutated in place, which keeps activation checkpointing
+exact.
+
+Batch layout: fast weights and elastic state are ``[(B * H), ...]`` with the batch index outer,
+so every sample is independent.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ELASTIC_ESTIMATORS = ("mas", "ewc", "si")
+ANCHOR_POLICIES = ("global", "streaming", "streaming-ema")
+NEWTON_SCHULZ_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+
+# Quintic Newton–Schulz coefficients (Muon).
+_NS_A, _NS_B, _NS_C = 3.4445, -4.7750, 2.0315
+
+
+class TTTOperation(NamedTuple):
+    """One step of a test-time-training schedule over token range ``[start, end)``.
+
+    ``update``: train the fast weights on these tokens (chunk by chunk).
+    ``apply``: evaluate the fast weights on these tokens and emit outputs for them.
+    """
+
+    start: int
+    end: int
+    update: bool
+    apply: bool
+
+
+class FastWeights(NamedTuple):
+    """The three SwiGLU matrices of every (sample, head): ``w0, w2: [N, d, d*m]``, ``w1: [N, d*m, d]``."""
+
+    w0: torch.Tensor
+    w1: torch.Tensor
+    w2: torch.Tensor
+
+    def map(self, fn) -> "FastWeights":
+        return FastWeights(fn(self.w0), fn(self.w1), fn(self.w2))
+
+
+class ElasticState(NamedTuple):
+    """Anchors ``W*`` and importances ``F``, shaped like :class:`FastWeights`; fp32 constants."""
+
+    anchor: FastWeights
+    importance: FastWeights
+
+    def map(self, fn) -> "ElasticState":
+        return ElasticState(self.anchor.map(fn), self.importance.map(fn))
+
+
+@dataclass(frozen=True)
+class ElasticSettings:
+    """Hyper-parameters of the elastic prior.
+
+    Args:
+        enabled: turn the prior on (off = plain LaCT).
+        estimator: importance estimator, one of ``"mas"`` (``|U|``), ``"ewc"`` (``U^2``),
+            ``"si"`` (``|U * (W - W*)|``).
+        anchor_policy: ``"global"``, ``"streaming"`` or ``"streaming-ema"``.
+        alpha: EMA factor of the importances.
+        beta: EMA factor of the anchor (``streaming-ema`` only).
+        strength: ``lambda``, the proximal shrink strength.
+    """
+
+    enabled: bool = False
+    estimator: str = "si"
+    anchor_policy: str = "streaming-ema"
+    alpha: float = 0.5
+    beta: float = 0.5
+    strength: float = 0.5
+
+    def __post_init__(self):
+        if self.estimator not in ELASTIC_ESTIMATORS:
+            raise ValueError(f"elastic estimator must be one of {ELASTIC_ESTIMATORS}, got {self.estimator!r}")
+        if self.anchor_policy not in ANCHOR_POLICIES:
+            raise ValueError(f"anchor policy must be one of {ANCHOR_POLICIES}, got {self.anchor_policy!r}")
+
+
+def inv_softplus(x: float) -> float:
+    """Inverse of softplus for a positive scalar."""
+    return x + math.log(-math.expm1(-x))
+
+
+def silu_derivative_times(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``grad * silu'(x)`` with ``silu'(x) = sigmoid(x) * (1 + x * (1 - sigmoid(x)))``."""
+    sigma = torch.sigmoid(x)
+    return grad * sigma * (1 + x * (1 - sigma))
+
+
+def newton_schulz(g: torch.Tensor, steps: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """Approximate orthogonalisation ``U S' V^T`` of a batch of matrices (quintic Newton–Schulz).
+
+    Args:
+        g: ``[N, r, c]``.
+        steps: number of iterations (5 in the released models; 0 = Frobenius normalisation only).
+        dtype: compute dtype. ``torch.bfloat16`` reproduces the reference (its result is bf16);
+            ``torch.float32`` is the accurate variant.
+
+    Returns:
+        ``[N, r, c]`` in ``dtype``.
+    """
+    x = g.to(dtype)
+    transposed = g.size(1) > g.size(2)
+    if transposed:
+        x = x.transpose(1, 2)
+    x = x / (x.norm(dim=(1, 2), keepdim=True) + 1e-7)
+    for _ in range(steps):
+        gram = x @ x.transpose(1, 2)
+        # ``_NS_C * gram @ gram`` groups as ``(_NS_C * gram) @ gram``, the reference's order.
+        poly = _NS_B * gram + _NS_C * gram @ gram
+        x = _NS_A * x + poly @ x
+    if transposed:
+        x = x.transpose(1, 2)
+    return x
+
+
+def fast_weight_apply(weights: FastWeights, q: torch.Tensor) -> torch.Tensor:
+    """Evaluate the SwiGLU fast weights: ``[N, L, d] -> [N, L, d]``."""
+    return (F.silu(q @ weights.w0) * (q @ weights.w2)) @ weights.w1
+
+
+def fast_weight_directions(
+    weights: FastWeights,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lr: Tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    newton_schulz_steps: int,
+    newton_schulz_dtype: torch.dtype,
+) -> FastWeights:
+    """Orthogonalised descent directions ``U`` of the inner loss on one chunk.
+
+    Args:
+        weights: current fast weights.
+        k, v: ``[N, C, d]`` keys and values of the chunk.
+        lr: per-token learning rates for ``(W0, W1, W2)``, each ``[N, C, 1]``.
+    """
+    lr0, lr1, lr2 = lr
+    gate = k @ weights.w0  # [N, C, dm]
+    up = k @ weights.w2  # [N, C, dm]
+    silu_gate = F.silu(gate)
+    hidden = silu_gate * up  # [N, C, dm]
+    dhidden = v @ weights.w1.transpose(-1, -2)  # [N, C, dm]
+    dup = dhidden * silu_gate
+    dgate = silu_derivative_times(dhidden * up, gate)
+    u1 = newton_schulz((hidden * lr1).transpose(-1, -2) @ v, newton_schulz_steps, newton_schulz_dtype)
+    u0 = newton_schulz((k * lr0).transpose(-1, -2) @ dgate, newton_schulz_steps, newton_schulz_dtype)
+    u2 = newton_schulz((k * lr2).transpose(-1, -2) @ dup, newton_schulz_steps, newton_schulz_dtype)
+    return FastWeights(u0, u1, u2)
+
+
+def _importance(update: torch.Tensor, weight: torch.Tensor, anchor: torch.Tensor, estimator: str) -> torch.Tensor:
+    update = update.detach()
+    if estimator == "mas":
+        return update.abs().float()
+    if estimator == "ewc":
+        return (update * update).float()
+    return (update * (weight - anchor).detach()).abs().float()  # si; ``weight`` already includes the update
+
+
+def _renormalise(weight: torch.Tensor, column_norm: torch.Tensor) -> torch.Tensor:
+    return weight / (weight.norm(dim=1, keepdim=True) + 1e-5) * column_norm
+
+
+def fast_weight_update(
+    weights: FastWeights,
+    directions: FastWeights,
+    column_norms: FastWeights,
+    elastic: ElasticSettings,
+    state: Optional[ElasticState],
+) -> Tuple[FastWeights, Optional[ElasticState]]:
+    """Steps 2–5 of an update: add the directions, elastic shrink, renormalise, move the anchor.
+
+    Returns the new fast weights and the new elastic state (``None`` when the prior is off).
+    """
+    new = [w + u for w, u in zip(weights, directions)]
+    use_elastic = elastic.enabled and state is not None
+    if use_elastic:
+        anchors, importances = state.anchor, state.importance
+        new_importances = []
+        for i in range(3):
+            score = _importance(directions[i], new[i], anchors[i], elastic.estimator)
+            imp = importances[i].mul(elastic.alpha).add(score, alpha=1.0 - elastic.alpha)
+            new_importances.append(imp)
+            new[i] = new[i] - elastic.strength * imp * (new[i] - anchors[i])
+    new = [_renormalise(w, n) for w, n in zip(new, column_norms)]
+    if not use_elastic:
+        return FastWeights(*new), state
+    if elastic.anchor_policy == "streaming":
+        new_anchors = [w.detach() for w in new]
+    elif elastic.anchor_policy == "streaming-ema":
+        new_anchors = [a.mul(elastic.beta).add(w.detach(), alpha=1.0 - elastic.beta) for a, w in zip(anchors, new)]
+    else:  # global
+        new_anchors = list(anchors)
+    return FastWeights(*new), ElasticState(FastWeights(*new_anchors), FastWeights(*new_importances))
+
+
+def update_then_apply_schedule(num_update_tokens: int, num_total_tokens: int) -> List[TTTOperation]:
+    """The novel-view-synthesis schedule: train on the first ``num_update_tokens`` (the input views),
+    then apply the final fast weights to every token (inputs and targets)."""
+    return [
+        TTTOperation(0, num_update_tokens, update=True, apply=False),
+        TTTOperation(0, num_total_tokens, update=False, apply=True),
+    ]
+
+
+def interleaved_schedule(num_update_tokens: int, num_total_tokens: int) -> List[TTTOperation]:
+    """Streaming schedule: each input chunk is applied with the weights of its own chunk (after,
+    or with ``apply_before_update`` before, its update); targets then see the final weights."""
+    ops = [TTTOperation(0, num_update_tokens, update=True, apply=True)]
+    if num_total_tokens > num_update_tokens:
+        ops.append(TTTOperation(num_update_tokens, num_total_tokens, update=False, apply=True))
+    return ops
+
+
+SCHEDULES = {"update_then_apply": update_then_apply_schedule, "interleaved": interleaved_schedule}
+
+
+def lacet_scan(
+    weights: FastWeights,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lr: Tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    schedule: Sequence[TTTOperation],
+    *,
+    chunk_size: int = 0,
+    newton_schulz_steps: int = 5,
+    newton_schulz_dtype: torch.dtype = torch.bfloat16,
+    apply_before_update: bool = False,
+    elastic: ElasticSettings = ElasticSettings(),
+    elastic_state: Optional[ElasticState] = None,
+    column_norms: Optional[FastWeights] = None,
+) -> Tuple[torch.Tensor, FastWeights, Optional[ElasticState]]:
+    """Run a test-time-training schedule over a sequence.
+
+    Args:
+        weights: initial fast weights, ``[N, d, dm] / [N, dm, d] / [N, d, dm]``.
+        q, k, v: ``[N, L, d]`` (``N = B * heads``).
+        lr: per-token learning rates of ``(W0, W1, W2)``, each ``[N, L, 1]``.
+        schedule: the operations, run in order; outputs are concatenated in that order.
+        chunk_size: tokens per update step (and per apply block); ``0`` = the whole range at once.
+        apply_before_update: in operations that both update and apply, evaluate each chunk with the
+            weights from *before* its update (shifted block-causal) instead of after.
+        elastic, elastic_state: the elastic prior and its state (anchors, importances).
+        column_norms: per-column norms to renormalise to; defaults to those of ``weights``.
+
+    Returns:
+        ``(outputs [N, L_out, d], final fast weights, final elastic state)``.
+    """
+    if column_norms is None:
+        column_norms = weights.map(lambda w: w.detach().norm(dim=1, keepdim=True))
+    if elastic_state is not None:
+        elastic_state = elastic_state.map(torch.Tensor.detach)
+    outputs = []
+    for op in schedule:
+        span = op.end - op.start
+        step = chunk_size if chunk_size and chunk_size > 0 else max(span, 1)
+        for s in range(op.start, op.end, step):
+            e = min(op.end, s + step)
+            if op.update:
+                if op.apply and apply_before_update:
+                    outputs.append(fast_weight_apply(weights, q[:, s:e]))
+                directions = fast_weight_directions(
+                    weights,
+                    k[:, s:e],
+                    v[:, s:e],
+                    (lr[0][:, s:e], lr[1][:, s:e], lr[2][:, s:e]),
+                    newton_schulz_steps,
+                    newton_schulz_dtype,
+                )
+                weights, elastic_state = fast_weight_update(weights, directions, column_norms, elastic, elastic_state)
+                if op.apply and not apply_before_update:
+                    outputs.append(fast_weight_apply(weights, q[:, s:e]))
+            elif op.apply:
+                outputs.append(fast_weight_apply(weights, q[:, s:e]))
+    output = torch.cat(outputs, dim=1) if outputs else q.new_zeros(q.shape[0], 0, q.shape[2])
+    return output, weights, elastic_state
+
+
+class LaCETLayer(nn.Module):
+    """Multi-head LaCET layer: a drop-in replacement for attention over a ``[B, L, D]`` sequence.
+
+    Args:
+        hidden_size: ``D``.
+        head_dim: ``d``; ``D / d`` heads (1 head of 768 in the released models).
+        inter_multi: ``m``; the fast SwiGLU hidden width is ``d * m``.
+        base_lr: learning rate at zero ``lr_fc`` output.
+        chunk_size: tokens per update step; 0 = one step over all update tokens.
+        newton_schulz_steps, newton_schulz_dtype: orthogonalisation of the updates.
+        apply_before_update: see :func:`lacet_scan`.
+        elastic: :class:`ElasticSettings`.
+
+    Persistent buffers ``anchor_w{0,1,2}`` and ``importance_w{0,1,2}`` (``[H, ...]``, fp32) hold the
+    initial elastic state that ships with a checkpoint.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        head_dim: int,
+        inter_multi: float = 2,
+        base_lr: float = 0.01,
+        chunk_size: int = 0,
+        newton_schulz_steps: int = 5,
+        newton_schulz_dtype: str = "bfloat16",
+        apply_before_update: bool = False,
+        elastic: ElasticSettings = ElasticSettings(),
+        initial_importance: float = 1e-6,
+    ):
+        super().__init__()
+        if hidden_size % head_dim != 0:
+            raise ValueError(f"hidden_size {hidden_size} is not a multiple of the LaCET head_dim {head_dim}")
+        if newton_schulz_dtype not in NEWTON_SCHULZ_DTYPES:
+            raise ValueError(f"newton_schulz_dtype must be one of {list(NEWTON_SCHULZ_DTYPES)}, got {newton_schulz_dtype!r}")
+        self.hidden_size = hidden_size
+        self.head_dim = head_dim
+        self.num_heads = hidden_size // head_dim
+        self.inner_dim = int(head_dim * inter_multi)
+        self.chunk_size = chunk_size
+        self.newton_schulz_steps = newton_schulz_steps
+        self.newton_schulz_dtype = newton_schulz_dtype
+        self.apply_before_update = apply_before_update
+        self.elastic = elastic
+        self.initial_importance = initial_importance
+        self.base_lr_inv = inv_softplus(base_lr)
+
+        h, d, dm = self.num_heads, head_dim, self.inner_dim
+        self.to_qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=False)
+        self.lr_fc = nn.Linear(hidden_size, 3 * h)
+        self.w0 = nn.Parameter(torch.empty(h, d, dm))
+        self.w1 = nn.Parameter(torch.empty(h, dm, d))
+        self.w2 = nn.Parameter(torch.empty(h, d, dm))
+        self.o_norm = nn.RMSNorm(head_dim, eps=1e-5, elementwise_affine=True)
+        self.c_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.c_proj.is_residual_projection = True
+        for name, shape in (("w0", (h, d, dm)), ("w1", (h, dm, d)), ("w2", (h, d, dm))):
+            self.register_buffer(f"anchor_{name}", torch.zeros(shape), persistent=True)
+            self.register_buffer(f"importance_{name}", torch.zeros(shape), persistent=True)
+
+    # -- fast-weight initial values and elastic buffers ------------------------------------------
+    def reset_fast_weights(self, generator: Optional[torch.Generator] = None) -> None:
+        """``randn * sqrt(2) / sqrt(fan_in)``, as the reference."""
+        with torch.no_grad():
+            for w in (self.w0, self.w1, self.w2):
+                w.normal_(0.0, math.sqrt(2.0) / math.sqrt(w.shape[1]), generator=generator)
+
+    def reset_elastic_buffers(self) -> None:
+        """Anchors <- the current slow fast-weight initial values; importances <- ``initial_importance``."""
+        with torch.no_grad():
+            for name in ("w0", "w1", "w2"):
+                getattr(self, f"anchor_{name}").copy_(getattr(self, name).detach().float())
+                getattr(self, f"importance_{name}").fill_(self.initial_importance)
+
+    def initial_elastic_state(self, batch_size: int) -> ElasticState:
+        """The buffers expanded to ``[(B * H), ...]`` (batch outer, like the fast weights)."""
+        anchor = FastWeights(self.anchor_w0, self.anchor_w1, self.anchor_w2)
+        importance = FastWeights(self.importance_w0, self.importance_w1, self.importance_w2)
+        return ElasticState(anchor, importance).map(lambda t: t.detach().float().repeat(batch_size, 1, 1))
+
+    def initial_fast_weights(self, batch_size: int) -> FastWeights:
+        return FastWeights(self.w0, self.w1, self.w2).map(lambda w: w.repeat(batch_size, 1, 1))
+
+    # -- forward ---------------------------------------------------------------------------------
+    def _project(self, x: torch.Tensor):
+        b, l, _ = x.shape
+        h, d = self.num_heads, self.head_dim
+        qkv = F.silu(self.to_qkv(x))  # [B, L, 3D]
+        qkv = qkv.reshape(b, l, 3, h, d).permute(2, 0, 3, 1, 4).reshape(3, b * h, l, d)  # [3, BH, L, d]
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        q = q / (q.norm(dim=2, keepdim=True) + 1e-5).to(x.dtype)
+        k = k / (k.norm(dim=2, keepdim=True) + 1e-5).to(x.dtype)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            lr = self.lr_fc(x.float())  # [B, L, 3H]
+        lr = F.softplus(lr.float() + self.base_lr_inv)
+        lr = lr.reshape(b, l, 3, h, 1).permute(2, 0, 3, 1, 4).reshape(3, b * h, l, 1)  # [3, BH, L, 1]
+        return q, k, v, (lr[0], lr[1], lr[2])
+
+    def _merge_heads(self, out: torch.Tensor, batch_size: int) -> torch.Tensor:
+        out = self.o_norm(out)  # [BH, L, d]
+        n, l, d = out.shape
+        out = out.reshape(batch_size, self.num_heads, l, d).permute(0, 2, 1, 3).reshape(batch_size, l, self.num_heads * d)
+        return self.c_proj(out)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        schedule: Sequence[TTTOperation],
+        elastic_state: Optional[ElasticState] = None,
+        fast_weights: Optional[FastWeights] = None,
+    ) -> Tuple[torch.Tensor, FastWeights, Optional[ElasticState]]:
+        """Run ``schedule`` over ``x`` (``[B, L, D]``).
+
+        Args:
+            schedule: list of :class:`TTTOperation`.
+            elastic_state: incoming anchors/importances ``[(B * H), ...]``; ``None`` with the prior
+                enabled means "start from this layer's buffers".
+            fast_weights: start from these ``[(B * H), ...]`` weights (e.g. a stored memory)
+                instead of the slow initial values.
+
+        Returns:
+            ``(output [B, L_out, D], final fast weights, final elastic state)``.
+        """
+        b = x.shape[0]
+        q, k, v, lr = self._project(x)
+        if fast_weights is None:
+            fast_weights = self.initial_fast_weights(b)
+        if self.elastic.enabled and elastic_state is None:
+            elastic_state = self.initial_elastic_state(b)
+        column_norms = FastWeights(self.w0, self.w1, self.w2).map(
+            lambda w: w.detach().norm(dim=1, keepdim=True).repeat(b, 1, 1)
+        )
+        out, fast_weights, elastic_state = lacet_scan(
+            fast_weights,
+            q,
+            k,
+            v,
+            lr,
+            schedule,
+            chunk_size=self.chunk_size,
+            newton_schulz_steps=self.newton_schulz_steps,
+            newton_schulz_dtype=NEWTON_SCHULZ_DTYPES[self.newton_schulz_dtype],
+            apply_before_update=self.apply_before_update,
+            elastic=self.elastic,
+            elastic_state=elastic_state if self.elastic.enabled else None,
+            column_norms=column_norms,
+        )
+        return self._merge_heads(out, b), fast_weights, elastic_state
+
+    def apply_memory(self, x: torch.Tensor, fast_weights: FastWeights) -> torch.Tensor:
+        """Evaluate stored fast weights on ``x`` (no update), chunked like the joint forward."""
+        schedule = [TTTOperation(0, x.shape[1], update=False, apply=True)]
+        out, _, _ = self.forward(x, schedule, fast_weights=fast_weights)
+        return out
+
+    def extra_repr(self) -> str:
+        return (
+            f"heads={self.num_heads}, head_dim={self.head_dim}, inner_dim={self.inner_dim}, "
+            f"chunk_size={self.chunk_size}, ns_steps={self.newton_schulz_steps}, ns_dtype={self.newton_schulz_dtype}, "
+            f"elastic={self.elastic}"
+        )
