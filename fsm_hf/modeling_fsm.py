@@ -131,9 +131,13 @@ class FSMModel(FSMPreTrainedModel):
 
     def tokenize(self, images, fxfycxcy, c2w, times, height: int, width: int) -> torch.Tensor:
         """Posed pixels of a group of views -> tokens ``[B, V * L_img, D]``."""
-        pixels = build_posed_pixels(
-            fxfycxcy, c2w, height, width, self.config.pose_features, images, times if self.config.use_time else None
-        )
+        # Rays are geometry: computed in fp32 even under autocast, as the reference does.
+        with torch.autocast(device_type=c2w.device.type, enabled=False):
+            pixels = build_posed_pixels(
+                fxfycxcy.float(), c2w.float(), height, width, self.config.pose_features,
+                None if images is None else images.float(),
+                times.float() if (self.config.use_time and times is not None) else None,
+            )  # fmt: skip
         return self.embeddings(pixels.to(self.embeddings.linear.weight.dtype))
 
     def forward(

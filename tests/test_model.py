@@ -1,0 +1,145 @@
+"""FSM as a Hugging Face model: save/load, AutoModel, memories, validation, initialisation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModel
+
+from conftest import random_views
+from fsm_hf import FSMConfig, FSMForNovelViewSynthesis, FSMMemory
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return FSMForNovelViewSynthesis(FSMConfig.from_preset("tiny", newton_schulz_dtype="float32")).eval()
+
+
+@pytest.fixture(scope="module")
+def views():
+    return random_views(2, 7, seed=3)
+
+
+def _split(views, n_in=4):
+    images, K, c2w, t = views
+    inputs = dict(input_images=images[:, :n_in], input_fxfycxcy=K[:, :n_in], input_c2w=c2w[:, :n_in], input_times=t[:, :n_in])
+    targets = dict(target_fxfycxcy=K[:, n_in:], target_c2w=c2w[:, n_in:], target_times=t[:, n_in:])
+    return inputs, targets
+
+
+def test_save_and_load_round_trip_with_automodel(model, views, tmp_path):
+    inputs, targets = _split(views)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "config.json").exists()
+    assert AutoConfig.from_pretrained(tmp_path).model_type == "fsm"
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded, FSMForNovelViewSynthesis)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(**inputs, **targets).images, model(**inputs, **targets).images, atol=0, rtol=0)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_config_fields_can_be_overridden_at_load_time(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path, newton_schulz_dtype="bfloat16")
+    assert loaded.config.newton_schulz_dtype == "bfloat16"
+    assert loaded.fsm.backbone.layers[0].lacet.newton_schulz_dtype == "bfloat16"
+
+
+def test_missing_elastic_buffers_are_built_from_the_loaded_weights(model, tmp_path):
+    model.save_pretrained(tmp_path)
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    kept = {k: v for k, v in weights.items() if ".anchor_" not in k and ".importance_" not in k}
+    assert len(kept) < len(weights)
+    save_file(kept, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    torch.manual_seed(123)  # a different random init must not leak into the buffers
+    loaded = FSMForNovelViewSynthesis.from_pretrained(tmp_path)
+    for layer in loaded.fsm.backbone.layers:
+        for name in ("w0", "w1", "w2"):
+            assert torch.equal(getattr(layer.lacet, f"anchor_{name}"), getattr(layer.lacet, name).detach())
+            assert torch.all(getattr(layer.lacet, f"importance_{name}") == loaded.config.elastic_initial_importance)
+
+
+def test_rendering_from_a_memory_equals_the_joint_forward(model, views):
+    inputs, targets = _split(views)
+    with torch.no_grad():
+        joint = model(**inputs, **targets).images
+        memory = model.reconstruct(**inputs)
+        one_at_a_time = torch.cat(
+            [model.render(memory, **{k: v[:, i : i + 1] for k, v in targets.items()}) for i in range(3)], dim=1
+        )
+    torch.testing.assert_close(one_at_a_time, joint, atol=1e-5, rtol=0)
+
+
+def test_memory_save_load_round_trip(model, views, tmp_path):
+    inputs, targets = _split(views)
+    memory = model.reconstruct(**inputs)
+    memory.save(tmp_path / "scene.safetensors")
+    loaded = FSMMemory.load(tmp_path / "scene.safetensors")
+    assert loaded.image_size == (32, 32) and loaded.num_layers == 2 and loaded.batch_size == 2
+    torch.testing.assert_close(model.render(loaded, **targets), model.render(memory, **targets), atol=0, rtol=0)
+
+
+def test_memory_from_another_model_is_refused(model, views):
+    inputs, targets = _split(views)
+    memory = model.reconstruct(**inputs)
+    other = FSMForNovelViewSynthesis(FSMConfig.from_preset("tiny", num_hidden_layers=3))
+    with pytest.raises(ValueError, match="num_hidden_layers"):
+        other.render(memory, **targets)
+
+
+def test_three_d_models_need_no_time(views):
+    model = FSMForNovelViewSynthesis(FSMConfig.from_preset("tiny", use_time=False)).eval()
+    inputs, targets = _split(views)
+    inputs.pop("input_times"), targets.pop("target_times")
+    with torch.no_grad():
+        assert model(**inputs, **targets).images.shape == (2, 3, 3, 32, 32)
+    assert model.fsm.embeddings.linear.in_features == 12 * 64
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda i, t: i.update(input_times=None), "input_times"),
+        (lambda i, t: i.update(input_c2w=i["input_c2w"][:, :, :3]), "input_c2w"),
+        (lambda i, t: i.update(input_images=i["input_images"][:, :, :, :30, :30]), "patch size"),
+        (lambda i, t: i.update(input_fxfycxcy=i["input_fxfycxcy"][:, :3]), "input_c2w"),
+        (lambda i, t: t.update(target_times=t["target_times"][:, :1]), "target_times"),
+        (lambda i, t: t.update(target_c2w=t["target_c2w"][:1], target_fxfycxcy=t["target_fxfycxcy"][:1], target_times=t["target_times"][:1]), "batch"),
+    ],
+)
+def test_bad_inputs_fail_with_a_clear_message(model, views, mutate, message):
+    inputs, targets = _split(views)
+    mutate(inputs, targets)
+    with pytest.raises(ValueError, match=message):
+        model(**inputs, **targets)
+
+
+def test_initialisation_follows_the_reference_scheme():
+    config = FSMConfig.from_preset("tiny", hidden_size=128, ttt_head_dim=64, attention_head_dim=32, num_hidden_layers=4)
+    torch.manual_seed(0)
+    model = FSMForNovelViewSynthesis(config)
+    block = model.fsm.backbone.layers[0]
+    residual_std = 0.02 / math.sqrt(3 * config.num_hidden_layers)
+    assert abs(block.mlp.c_proj.weight.std().item() - residual_std) < 0.2 * residual_std
+    assert abs(block.mlp.c_fc.weight.std().item() - 0.02) < 0.002
+    fan_in = block.lacet.w0.shape[1]
+    assert abs(block.lacet.w0.std().item() - math.sqrt(2 / fan_in)) < 0.1 * math.sqrt(2 / fan_in)
+    assert torch.equal(block.lacet.anchor_w1, block.lacet.w1.detach())
+    assert torch.all(block.lacet.importance_w2 == 1e-6)
+    assert torch.all(block.lacet.lr_fc.bias == 0)
+
+
+def test_presets_build_the_released_architectures():
+    config = FSMConfig.from_preset("fsm-4d-lvsm")
+    assert (config.hidden_size, config.num_hidden_layers, config.ttt_head_dim, config.num_input_channels) == (768, 24, 768, 13)
+    assert config.elastic_enabled and config.elastic_estimator == "si" and config.elastic_anchor_policy == "streaming-ema"
+    lact = FSMConfig.from_preset("lact-nvs-l24-ttt4x")
+    assert lact.num_input_channels == 12 and not lact.elastic_enabled and lact.ttt_inter_multi == 4
+    with pytest.raises(ValueError, match="Unknown FSM preset"):
+        FSMConfig.from_preset("fsm-5d")
