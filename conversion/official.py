@@ -141,7 +141,7 @@ def config_from_official_yaml(official: Mapping[str, Any], **overrides) -> FSMCo
     return FSMConfig(**fields)
 
 
-def _split_checkpoint(checkpoint: Mapping[str, Any]) -> Tuple[Dict[str, torch.Tensor], Optional[Dict[str, Dict[str, torch.Tensor]]], List[str]]:
+def split_checkpoint(checkpoint: Mapping[str, Any]) -> Tuple[Dict[str, torch.Tensor], Optional[Dict[str, Dict[str, torch.Tensor]]], List[str]]:
     """Return ``(model state dict, ewc_buffers or None, names of dropped top-level entries)``."""
     if "model" in checkpoint and isinstance(checkpoint["model"], Mapping):
         state = dict(checkpoint["model"])
@@ -255,7 +255,7 @@ def convert_official(checkpoint: Mapping[str, Any], config: Optional[Mapping[str
     """
     from fsm_hf.modeling_fsm import FSMForNovelViewSynthesis
 
-    state, ewc, _ = _split_checkpoint(checkpoint)
+    state, ewc, _ = split_checkpoint(checkpoint)
     if config is None:
         cfg, _ = infer_config_from_state_dict(state, **config_overrides)
     else:
@@ -297,3 +297,74 @@ def build_model(model_class, config: FSMConfig, mapped: Dict[str, torch.Tensor])
         raise ConversionError("The checkpoint does not match the configuration; " + "; ".join(problems))
     model.load_state_dict({k: v.to(expected[k].dtype).contiguous() for k, v in mapped.items()}, strict=True, assign=True)
     return model.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# The way back: our model -> the official checkpoint format.
+
+_OUR_TOP = {ours: official for official, ours in _TOP_RULES.items()}
+_OUR_BLOCK = {ours: (sub, suffix) for (sub, suffix), ours in _BLOCK_RULES.items()}
+_OUR_LAYER_KEY = re.compile(r"^fsm\.backbone\.layers\.(\d+)\.(.+)$")
+_OUR_EWC = {ours: official for official, ours in EWC_BUFFER_NAMES.items()}
+_OFFICIAL_ESTIMATOR_NAMES = {ours: official for official, ours in OFFICIAL_ESTIMATORS.items()}
+
+
+def to_official_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
+    """Our state dict -> ``{"model": official state dict, "ewc_buffers": {...}, "format_version": 2}``.
+
+    The inverse of :func:`map_official_state_dict` (same rule tables), so official -> ours ->
+    official is bit-identical over the model tensors and every ``ewc_buffers`` tensor.
+    """
+    model: Dict[str, torch.Tensor] = {}
+    ewc: Dict[str, Dict[str, torch.Tensor]] = {}
+    for key, tensor in state_dict.items():
+        if key in _OUR_TOP:
+            model[_OUR_TOP[key]] = tensor
+            continue
+        match = _OUR_LAYER_KEY.match(key)
+        if not match:
+            raise ConversionError(f"No official equivalent for key {key!r}.")
+        layer, suffix = match.group(1), match.group(2)
+        buffer = suffix[len("lacet."):] if suffix.startswith("lacet.") else None
+        if buffer in _OUR_EWC:
+            ewc.setdefault(f"blocks.{layer}.module_list.1.f", {})[_OUR_EWC[buffer]] = tensor
+        elif suffix in _OUR_BLOCK:
+            sub, official_suffix = _OUR_BLOCK[suffix]
+            model[f"blocks.{layer}.module_list.{sub}.{official_suffix}"] = tensor
+        else:
+            raise ConversionError(f"No official equivalent for key {key!r}.")
+    return {"model": model, "ewc_buffers": ewc, "format_version": 2}
+
+
+def official_yaml_from_config(config: FSMConfig) -> Dict[str, Any]:
+    """Our config -> the official YAML layout (the fields the official model and EWC code read)."""
+    if config.head_type != "lvsm":
+        raise ConversionError("Exporting Gaussian (LRM) models to the official format is not supported.")
+    params_ttt = dict(head_dim=config.ttt_head_dim, inter_multi=config.ttt_inter_multi, base_lr=config.ttt_base_lr,
+                      muon_update_steps=config.newton_schulz_steps, chunk_size=config.ttt_chunk_size)  # fmt: skip
+    class_name = "fsm.model.model_4dlvsm.FSM4DLVSM" if config.use_time else "fsm.model.model_3dlvsm.FSM3DLVSM"
+    return {
+        "model": {
+            "class_name": class_name,
+            "patch_size": config.patch_size,
+            "dim": config.hidden_size,
+            "num_layers": config.num_hidden_layers,
+            "max_frames": config.max_frames,
+            "plucker_repr": list(config.pose_features),
+            "image_tokenizer": {"image_size": config.image_size},
+            "block_config": [
+                {"type": "fsm.model.model_blocks.SelfAttention", "length_dim": "l",
+                 "params": {"head_dim": config.attention_head_dim, "use_qk_norm": config.use_qk_norm}},
+                {"type": "fsm.model.model_lacet.FastWeightGluMLPMultihead", "length_dim": "vl", "params": params_ttt},
+                {"type": "fsm.model.model_blocks.MLP", "length_dim": "vl", "params": {"inter_multi": config.mlp_ratio}},
+            ],  # fmt: skip
+        },
+        "training": {
+            "ewc_enable": config.elastic_enabled,
+            "ewc_mode": _OFFICIAL_ESTIMATOR_NAMES[config.elastic_estimator],
+            "ewc_anchor_policy": config.elastic_anchor_policy,
+            "ewc_alpha": config.elastic_alpha,
+            "ewc_anchor_beta": config.elastic_beta,
+            "ewc_lambda_prox": config.elastic_lambda,
+        },
+    }
