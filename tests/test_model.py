@@ -143,3 +143,14 @@ def test_presets_build_the_released_architectures():
     assert lact.num_input_channels == 12 and not lact.elastic_enabled and lact.ttt_inter_multi == 4
     with pytest.raises(ValueError, match="Unknown FSM preset"):
         FSMConfig.from_preset("fsm-5d")
+
+
+def test_view_batching_knob_does_not_change_results(model, views):
+    inputs, targets = _split(views)
+    with torch.no_grad():
+        reference = model(**inputs, **targets).images
+        for max_views in (1, 3):
+            batched = model(**inputs, **targets, max_views_per_batch=max_views).images
+            torch.testing.assert_close(batched, reference, atol=1e-6, rtol=0)
+        memory = model.reconstruct(**inputs, max_views_per_batch=2)
+        torch.testing.assert_close(model.render(memory, **targets, max_views_per_batch=1), reference, atol=1e-5, rtol=0)
