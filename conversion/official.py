@@ -132,13 +132,66 @@ def config_from_official_yaml(official: Mapping[str, Any], **overrides) -> FSMCo
     fields["elastic_lambda"] = float(training.get("ewc_lambda_prox", 0.0))
     fields["elastic_state"] = "threaded"
     if is_lrm:
-        gaussians = model.get("gaussians", {}) or {}
-        # The official LRM reads near/far from model.gaussians.* (defaulting otherwise), not model.near_plane.
-        fields["near_plane"] = float(gaussians.get("near_plane", 0.0))
-        fields["far_plane"] = float(gaussians.get("far_plane", 100.0))
-        fields["temporal_threshold"] = float(model.get("t_threshold", 0.05))
+        fields.update(lrm_fields_from_official_yaml(model))
+        fields.update(overrides)
+        from fsm_hf.modeling_fsm_gaussian import FSMGaussianConfig
+
+        return FSMGaussianConfig(**fields)
     fields.update(overrides)
     return FSMConfig(**fields)
+
+
+#: ``model.*`` keys of the official LRM YAML that its code never reads (it reads ``model.gaussians.*``
+#: for these instead, with the defaults below).
+_LRM_IGNORED_MODEL_KEYS = ("near_plane", "far_plane", "depth_scale", "temporal_bias")
+#: (official ``model.gaussians.<key>``, our field, official default): exactly what ``FSM4DLRM`` reads.
+_LRM_GAUSSIAN_KEYS = (
+    ("near_plane", "near_plane", 0.0),
+    ("far_plane", "far_plane", 100.0),
+    ("depth_scale", "depth_scale", 1.0),
+    ("opacity_bias", "opacity_bias", 0.0),
+    ("scaling_bias", "scaling_bias", 0.0),
+    ("temporal_scaling_bias", "temporal_scaling_bias", 0.0),
+    ("scaling_clip", "scaling_clip", 10.0),
+    ("temporal_scaling_clip", "temporal_scaling_clip", 0.0),
+    ("scaling_modifier", "scaling_modifier", 1.0),
+)
+
+
+def lrm_fields_from_official_yaml(model: Mapping[str, Any]) -> Dict[str, Any]:
+    """The :class:`~fsm_hf.FSMGaussianConfig` fields of an official FSM-LRM ``model`` section.
+
+    What the official code *uses* wins over what the YAML seems to say: the depth range, depth
+    scale, biases, clips and scaling modifier come from ``model.gaussians.*`` (defaults 0, 100, 1,
+    0, 0, 0, 10, 0, 1); ``model.near_plane`` / ``far_plane`` / ``depth_scale`` are never read, and
+    we warn when they differ from what is used. ``depth_preact_bias``, ``hard_pixelalign``,
+    ``hard_tempalign``, ``clip_xyz`` and ``t_threshold`` are read from ``model.*``.
+    """
+    gaussians = model.get("gaussians", {}) or {}
+    if model.get("add_target_views", False):
+        raise ConversionError("model.add_target_views=True (LVSM-style targets in an LRM) is not supported.")
+    if model.get("init_from_gslrm", False):
+        raise ConversionError("model.init_from_gslrm=True (GS-LRM channel order) is not supported.")
+    if int(gaussians.get("n_gaussians", 0) or 0) != 0:
+        raise ConversionError("model.gaussians.n_gaussians > 0 (free Gaussians) is not supported (nor by the official code).")
+    fields: Dict[str, Any] = {ours: float(gaussians.get(key, default)) for key, ours, default in _LRM_GAUSSIAN_KEYS}
+    for key in _LRM_IGNORED_MODEL_KEYS:
+        if key in model and key in fields and float(model[key]) != fields[key]:
+            warnings.warn(
+                f"official model.{key}={model[key]} is not read by the official FSM-LRM code (it uses "
+                f"model.gaussians.{key}={fields[key]}); converted with {fields[key]}.",
+                stacklevel=3,
+            )
+    fields.update(
+        sh_degree=int(gaussians.get("sh_degree", 0)),
+        depth_bias=float(model.get("depth_preact_bias", 0.0)),
+        hard_pixelalign=bool(model.get("hard_pixelalign", False)),
+        hard_tempalign=bool(model.get("hard_tempalign", False)),
+        clip_xyz=bool(model.get("clip_xyz", False)),
+        temporal_threshold=float(model.get("t_threshold", 0.05)),
+        add_virtual_views=bool(model.get("add_virtual_views", True)),
+    )
+    return fields
 
 
 def split_checkpoint(checkpoint: Mapping[str, Any]) -> Tuple[Dict[str, torch.Tensor], Optional[Dict[str, Dict[str, torch.Tensor]]], List[str]]:
@@ -219,26 +272,56 @@ def infer_config_from_state_dict(state: Mapping[str, torch.Tensor], preset: Opti
         mlp_ratio=c_fc.shape[0] // hidden,
     )
     if decoder is None:
-        raise ConversionError("No `image_token_decoder.1.weight`: not an LVSM checkpoint; pass the official --config.")
-    patch = int(round((decoder.shape[0] / 3) ** 0.5))
-    head = "lvsm"
+        raise ConversionError("No `image_token_decoder.1.weight`: not an LVSM/LRM checkpoint; pass the official --config.")
+    head, patch, lrm_fields = _infer_head(decoder.shape[0], embed.shape[1])
     inferred["patch_size"] = patch
+    inferred.update(lrm_fields)
     in_channels = embed.shape[1] // (patch * patch)
     if in_channels * patch * patch != embed.shape[1]:
         raise ConversionError(f"input_linear width {embed.shape[1]} is not channels x patch^2 for patch {patch}.")
-    if in_channels == 13:
+    # LVSM: ray_o, ray_d, o_cross_d + rgb (12); LRM: nearest_pts, ray_d + rgb (9); + 1 time channel.
+    no_time = 9 if head == "gaussian" else 12
+    if in_channels == no_time + 1:
         inferred["use_time"] = True
-    elif in_channels == 12:
+    elif in_channels == no_time:
         inferred["use_time"] = False
     else:
-        raise ConversionError(f"Unsupported number of input channels per pixel: {in_channels} (expected 12 or 13).")
+        raise ConversionError(
+            f"Unsupported number of input channels per pixel: {in_channels} (expected {no_time} or {no_time + 1})."
+        )
+    config_class = FSMConfig
+    if head == "gaussian":
+        from fsm_hf.modeling_fsm_gaussian import FSMGaussianConfig
+
+        config_class = FSMGaussianConfig
+        preset = preset or "fsm-4d-lrm"
     if preset is None:
         preset = "fsm-4d-lvsm" if inferred["use_time"] else "fsm-3d-lvsm"
-    base = FSMConfig.from_preset(preset)
+    base = config_class.from_preset(preset)
     fields = {**base.to_dict(), **inferred, "head_type": head, **overrides}
     for drop in ("model_type", "transformers_version", "architectures"):
         fields.pop(drop, None)
-    return FSMConfig(**fields), inferred
+    return config_class(**fields), inferred
+
+
+def _infer_head(decoder_rows: int, embed_cols: int) -> Tuple[str, int, Dict[str, Any]]:
+    """``(head_type, patch_size, LRM fields)`` from the decoder's output width.
+
+    LVSM decodes ``3 p^2`` values per token; LRM ``C p^2`` with ``C = 17 + 3K`` (``16 + 3K`` with
+    ``hard_tempalign``) for ``K = (sh_degree + 1)^2``: the candidates never collide for one ``p``.
+    """
+    candidates = [("lvsm", 3, {})]
+    for degree in range(4):
+        k = (degree + 1) ** 2
+        candidates.append(("gaussian", 17 + 3 * k, dict(sh_degree=degree, hard_tempalign=False)))
+        candidates.append(("gaussian", 16 + 3 * k, dict(sh_degree=degree, hard_tempalign=True)))
+    for head, channels, extra in candidates:
+        if decoder_rows % channels:
+            continue
+        patch = int(round((decoder_rows // channels) ** 0.5))
+        if patch * patch * channels == decoder_rows and embed_cols % (patch * patch) == 0:
+            return head, patch, extra
+    raise ConversionError(f"Cannot infer the head from image_token_decoder.1.weight with {decoder_rows} rows.")
 
 
 def convert_official(checkpoint: Mapping[str, Any], config: Optional[Mapping[str, Any]] = None, **config_overrides):
@@ -251,7 +334,8 @@ def convert_official(checkpoint: Mapping[str, Any], config: Optional[Mapping[str
         **config_overrides: :class:`FSMConfig` fields to override (e.g. ``newton_schulz_dtype``).
 
     Returns:
-        An ``FSMForNovelViewSynthesis`` in eval mode whose outputs equal the official model's.
+        An ``FSMForNovelViewSynthesis`` (LVSM) or ``FSMForGaussianReconstruction`` (LRM, 4D
+        Gaussian head) in eval mode whose outputs equal the official model's.
     """
     from fsm_hf.modeling_fsm import FSMForNovelViewSynthesis
 
@@ -261,7 +345,12 @@ def convert_official(checkpoint: Mapping[str, Any], config: Optional[Mapping[str
     else:
         cfg = config_from_official_yaml(config, **config_overrides)
     mapped, _ = map_official_state_dict(state, ewc)
-    return build_model(FSMForNovelViewSynthesis, cfg, mapped)
+    model_class = FSMForNovelViewSynthesis
+    if cfg.head_type == "gaussian":
+        from fsm_hf.modeling_fsm_gaussian import FSMForGaussianReconstruction
+
+        model_class = FSMForGaussianReconstruction
+    return build_model(model_class, cfg, mapped)
 
 
 def build_model(model_class, config: FSMConfig, mapped: Dict[str, torch.Tensor]):

@@ -27,8 +27,27 @@ __version__ = "0.1.0"
 AutoConfig.register(FSMConfig.model_type, FSMConfig, exist_ok=True)
 AutoModel.register(FSMConfig, FSMForNovelViewSynthesis, exist_ok=True)
 
+# --- FSM-LRM (4D Gaussian head) ---------------------------------------------------------------
+from .modeling_fsm_gaussian import (  # noqa: E402
+    FSMForGaussianReconstruction,
+    FSMGaussianConfig,
+    FSMGaussianReconstructionOutput,
+)
+
+AutoConfig.register(FSMGaussianConfig.model_type, FSMGaussianConfig, exist_ok=True)
+AutoModel.register(FSMGaussianConfig, FSMForGaussianReconstruction, exist_ok=True)
+_LRM_LAZY = {"export_ply": "ply", "export_ply_4d": "ply", "load_ply_4d": "ply"}
+
 # name -> submodule, imported on first attribute access
-_LAZY = {}
+_LAZY = {
+    "Cameras": "cameras",
+    "Scene": "scene",
+    "load_scene": "scene",
+    "FSMPipeline": "pipeline_fsm",
+    "FSMPipelineOutput": "pipeline_fsm",
+    "export_to_video": "video",
+}
+_LAZY.update(_LRM_LAZY)  # FSM-LRM .ply export
 
 
 def __getattr__(name):
@@ -41,7 +60,10 @@ def __getattr__(name):
 __all__ = [
     "PRESETS",
     "FSMConfig",
+    "FSMForGaussianReconstruction",
     "FSMForNovelViewSynthesis",
+    "FSMGaussianConfig",
+    "FSMGaussianReconstructionOutput",
     "FSMMemory",
     "FSMModel",
     "FSMModelOutput",

@@ -230,16 +230,21 @@ _LACT_NVS = dict(
     use_time=False, elastic_enabled=False, ttt_chunk_size=0, max_frames=256, image_size=256,
 )  # fmt: skip
 
+#: The released FSM-LRM architecture (fsm_4dlrm_patch8_res256): LRM pose features, depth in [0, 100],
+#: temporal pruning at 0.05, white background (the LRM-only fields keep their FSMGaussianConfig defaults).
+_LRM = dict(head_type="gaussian", pose_features=["nearest_pts", "ray_d"])
+
 #: Named architectures: the released checkpoints and a tiny test model.
 PRESETS: Dict[str, dict] = {
     # FSM release (github Mars-tin/fast-spatial-mem, Hub marstin/fast-spatial-mem)
     "fsm-4d-lvsm": dict(),
     "fsm-4d-lvsm-res128": dict(image_size=128, max_frames=128, ttt_chunk_size=2048),
     "fsm-3d-lvsm": dict(use_time=False),
-    "fsm-4d-lrm": dict(head_type="gaussian", pose_features=["nearest_pts", "ray_d"]),
-    "fsm-4d-lrm-res128": dict(
-        head_type="gaussian", pose_features=["nearest_pts", "ray_d"], image_size=128, max_frames=128, ttt_chunk_size=2048
-    ),
+    # FSM-LRM (4D Gaussian head): build with FSMGaussianConfig.from_preset (fsm_hf.modeling_fsm_gaussian).
+    "fsm-4d-lrm": dict(_LRM),
+    "fsm-4d-lrm-multilen": dict(_LRM),
+    "fsm-4d-lrm-static": dict(_LRM),
+    "fsm-4d-lrm-res128": dict(_LRM, image_size=128, max_frames=128, ttt_chunk_size=2048),
     # LaCT NVS (github a1600012888/LaCT, Hub airsplay/lact_nvs): no time channel, no elastic prior, one chunk
     "lact-nvs-l14-ttt2x": dict(_LACT_NVS, num_hidden_layers=14, ttt_inter_multi=2),
     "lact-nvs-l24-ttt2x": dict(_LACT_NVS, num_hidden_layers=24, ttt_inter_multi=2),
@@ -248,5 +253,10 @@ PRESETS: Dict[str, dict] = {
     "tiny": dict(
         hidden_size=64, num_hidden_layers=2, patch_size=8, image_size=32, max_frames=64,
         attention_head_dim=16, ttt_head_dim=32, ttt_chunk_size=32,
+    ),  # fmt: skip
+    # The LRM oracle fixture's architecture (FSMGaussianConfig.from_preset("tiny-lrm")).
+    "tiny-lrm": dict(
+        _LRM, hidden_size=64, num_hidden_layers=2, patch_size=8, image_size=32, max_frames=64,
+        attention_head_dim=16, ttt_head_dim=32, ttt_chunk_size=16,
     ),  # fmt: skip
 }
