@@ -18,6 +18,7 @@ from .official import (
     config_from_official_yaml,
     infer_config_from_state_dict,
     map_official_state_dict,
+    model_class_for,
     split_checkpoint,
 )
 
@@ -79,9 +80,7 @@ def convert_file(kind: str, checkpoint_path: Path, config_path: Optional[Path] =
         log(f"Dropped {len(dropped_keys)} loss-network tensors: {dropped_keys}")
     if not ewc and config.elastic_enabled:
         log("No ewc_buffers in the checkpoint: anchors/importances are built from the loaded fast weights.")
-    from fsm_hf.modeling_fsm import FSMForNovelViewSynthesis
-
-    model = build_model(FSMForNovelViewSynthesis, config, mapped)
+    model = build_model(model_class_for(config), config, mapped)
     provenance = {
         "source": source["description"],
         "source_file": checkpoint_path.name,

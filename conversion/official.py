@@ -199,7 +199,7 @@ def split_checkpoint(checkpoint: Mapping[str, Any]) -> Tuple[Dict[str, torch.Ten
     if "model" in checkpoint and isinstance(checkpoint["model"], Mapping):
         state = dict(checkpoint["model"])
         ewc = checkpoint.get("ewc_buffers")
-        dropped = [k for k in checkpoint if k not in ("model", "ewc_buffers")]
+        dropped = [k for k in checkpoint if k not in ("model", "ewc_buffers", "format_version")]
     else:
         state, ewc, dropped = dict(checkpoint), None, []
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
@@ -337,20 +337,24 @@ def convert_official(checkpoint: Mapping[str, Any], config: Optional[Mapping[str
         An ``FSMForNovelViewSynthesis`` (LVSM) or ``FSMForGaussianReconstruction`` (LRM, 4D
         Gaussian head) in eval mode whose outputs equal the official model's.
     """
-    from fsm_hf.modeling_fsm import FSMForNovelViewSynthesis
-
     state, ewc, _ = split_checkpoint(checkpoint)
     if config is None:
         cfg, _ = infer_config_from_state_dict(state, **config_overrides)
     else:
         cfg = config_from_official_yaml(config, **config_overrides)
     mapped, _ = map_official_state_dict(state, ewc)
-    model_class = FSMForNovelViewSynthesis
-    if cfg.head_type == "gaussian":
+    return build_model(model_class_for(cfg), cfg, mapped)
+
+
+def model_class_for(config: FSMConfig):
+    """The fsm-hf model class of a config: LVSM (pixels) or LRM (4D Gaussians)."""
+    if config.head_type == "gaussian":
         from fsm_hf.modeling_fsm_gaussian import FSMForGaussianReconstruction
 
-        model_class = FSMForGaussianReconstruction
-    return build_model(model_class, cfg, mapped)
+        return FSMForGaussianReconstruction
+    from fsm_hf.modeling_fsm import FSMForNovelViewSynthesis
+
+    return FSMForNovelViewSynthesis
 
 
 def build_model(model_class, config: FSMConfig, mapped: Dict[str, torch.Tensor]):

@@ -211,3 +211,23 @@ def test_checkpoints_that_would_run_code_are_refused(tmp_path, capsys):
 
     _failing(tmp_path, lambda p: torch.save({"model": {}, "payload": Evil()}, p))
     assert "weights_only" in capsys.readouterr().err
+
+
+def test_official_lrm_checkpoint_converts_through_the_command_line(tmp_path):
+    from transformers import AutoModel
+
+    from conversion import convert_official
+    from conversion.convert_fsm_official import main
+    from fsm_hf import FSMForGaussianReconstruction
+
+    case = load_oracle_case("lrm4d_lacet_sema_si")
+    pth = tmp_path / "fsm_4dlrm.pth"
+    write_official_pth(case, pth)
+    assert main(["--checkpoint", str(pth), "--config", str(_yaml(case, tmp_path / "c.yaml")), "--output", str(tmp_path / "hf"), "--no-pipeline"]) == 0
+    model = AutoModel.from_pretrained(tmp_path / "hf").eval()
+    assert isinstance(model, FSMForGaussianReconstruction)
+    reference = convert_official(case["checkpoint"], case["config"])
+    inputs = {k: v for k, v in official_model_inputs(case, model.config.max_frames).items() if k.startswith("input_")}
+    with torch.no_grad():
+        ours, ref = model(**inputs).gaussians, reference(**inputs).gaussians
+    assert torch.equal(ours.means, ref.means) and torch.equal(ours.opacities, ref.opacities)
