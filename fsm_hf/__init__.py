@@ -46,6 +46,9 @@ _LAZY = {
     "FSMPipeline": "pipeline_fsm",
     "FSMPipelineOutput": "pipeline_fsm",
     "export_to_video": "video",
+    "generate_model_card": "model_card",
+    "push_folder": "hub",
+    "push_model_to_hub": "hub",
 }
 _LAZY.update(_LRM_LAZY)  # FSM-LRM .ply export
 
