@@ -40,6 +40,10 @@ _LRM_LAZY = {"export_ply": "ply", "export_ply_4d": "ply", "load_ply_4d": "ply"}
 
 # name -> submodule, imported on first attribute access
 _LAZY = {
+    "generate_scene": "synthetic",
+    "SyntheticScene": "synthetic",
+    "psnr": "metrics",
+    "ssim": "metrics",
     "Cameras": "cameras",
     "Scene": "scene",
     "load_scene": "scene",
