@@ -230,6 +230,13 @@ def test_push_folder_pipeline_round_trip(fake_hub, tmp_path):
     assert torch.equal(pipe(**call).images, fsm_hf.FSMPipeline(model=model)(**call).images)
     assert json.loads(files["model_index.json"]) == json.loads((folder / "model_index.json").read_text())
 
+    # FSMPipeline.push_to_hub goes through the same path: our card, not a generic one.
+    fsm_hf.FSMPipeline(model=model).push_to_hub(REPO, token=WRITE_TOKEN, revision="direct", provenance=PROVENANCE)
+    pushed = fake_hub.files(REPO, "direct")
+    assert PROVENANCE["source_sha256"] in pushed["README.md"].decode() and "model/model.safetensors" in pushed
+    again = fsm_hf.FSMPipeline.from_pretrained(REPO, revision="direct", cache_dir=tmp_path / "direct_cache")
+    assert torch.equal(render(again.model, inputs), render(model, inputs))
+
 
 def test_push_folder_rejects_what_it_cannot_push(tmp_path):
     model_dir = save_model_folder(tiny_model(), tmp_path / "model")

@@ -1,0 +1,252 @@
+"""The ``fsm`` command line: render videos, reconstruct memories, convert and publish checkpoints.
+
+This is the one top-layer module inside ``fsm_hf`` (DESIGN §1): it imports ``conversion`` lazily,
+inside ``fsm convert``, and everything heavy (torch, diffusers, video I/O) inside the subcommand
+that needs it, so ``fsm --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+__all__ = ["build_parser", "main"]
+
+_CONVENTIONS = """\
+conventions:
+  cameras     read from the scene file and converted to OpenCV camera-to-world (x right, y down,
+              z forward) with pixel intrinsics (fx, fy, cx, cy); supported scene files are the
+              official FSM .jsonl (+ video), nerfstudio transforms.json, Blender/D-NeRF
+              transforms_*.json and LaCT/GSO opencv_cameras.json.
+  inputs      --num-input-views views taken evenly over the scene (default: the checkpoint's).
+  resolution  frames are resized to cover the processing resolution and centre-cropped; the
+              intrinsics follow. It must be a multiple of the model's patch size.
+  poses       normalised from the input views only (re-centred on their mean camera, scaled so
+              camera positions lie in [-1, 1]); the same transform is applied to every target.
+  time        "official_inference" (default of released checkpoints): integer frame indices,
+              t = frame_idx % max_frames; "training": timestamps min-max rescaled over the inputs.
+              Model time is tau = t / (max_frames - 1) * 2 - 1.
+"""
+
+#: Subcommands reserved for later (name -> help); they exit with status 2 and say so.
+_NOT_YET = {
+    "eval": "evaluate on held-out views with the official protocol",
+    "demo": "launch the Gradio demo",
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Parser
+# ----------------------------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add_model_and_scene(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model and scene")
+    group.add_argument("--model", required=True, help="pipeline folder (model_index.json + model/) or Hub id")
+    group.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    group.add_argument("--scene", required=True, help="scene file or folder (see 'conventions' below)")
+    group.add_argument("--num-input-views", type=_positive_int, default=None, help="input views (default: checkpoint's)")
+    group.add_argument(
+        "--resolution", type=_positive_int, default=None, help="processing side in pixels (default: checkpoint's)"
+    )
+    group.add_argument(
+        "--time-convention", choices=("official_inference", "training"), default=None,
+        help="how timestamps become model time (default: checkpoint's)",
+    )  # fmt: skip
+    group.add_argument("--device", default="auto", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    group.add_argument(
+        "--ns-dtype", choices=("float32", "bfloat16"), default=None,
+        help="Newton-Schulz dtype (default: checkpoint's; bfloat16 reproduces the reference, float32 is "
+        "faster on CPUs without bf16 and deterministic)",
+    )  # fmt: skip
+    group.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fsm`` argument parser (subcommands ``render``, ``reconstruct``, ``convert``, ``push``, ``eval``, ``demo``)."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="fsm",
+        description="Fast Spatial Memory (FSM): 4D reconstruction and novel view-time synthesis.",
+        epilog=_CONVENTIONS,
+        formatter_class=formatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    render = sub.add_parser(
+        "render", help="render a video along a camera path from a scene", epilog=_CONVENTIONS, formatter_class=formatter,
+        description="Reconstruct a scene from its input views and render a video along a camera trajectory.",
+    )  # fmt: skip
+    _add_model_and_scene(render)
+    path = render.add_argument_group("video")
+    path.add_argument(
+        "--trajectory", choices=("orbit", "spiral", "interp", "static"), default="interp",
+        help="orbit: circle around the look-at point; spiral: forward-facing spiral around the mean "
+        "input pose; interp: smooth path through the input cameras; static: the first input camera",
+    )  # fmt: skip
+    path.add_argument(
+        "--time", choices=("fixed", "sweep"), default="sweep",
+        help="fixed: bullet time at the middle of the clip; sweep: from the first to the last input time",
+    )  # fmt: skip
+    path.add_argument("--num-frames", type=_positive_int, default=60, help="video length in frames (default 60)")
+    path.add_argument("--fps", type=float, default=24.0, help="frames per second (default 24)")
+    path.add_argument("--batch-size", type=_positive_int, default=8, help="views rendered per model call (default 8)")
+    path.add_argument("--save-memory", default=None, help="also write the spatial memory (.safetensors)")
+    path.add_argument(
+        "--out", required=True, help="output video (.mp4; .gif also works, and is the fallback without ffmpeg)"
+    )
+
+    recon = sub.add_parser(
+        "reconstruct", help="reconstruct a scene into a spatial memory file", epilog=_CONVENTIONS,
+        formatter_class=formatter,
+        description="Read a scene's input views once and save the spatial memory (fast weights and the pose/time "
+        "normalisation) for later rendering with FSMPipeline.render.",
+    )  # fmt: skip
+    _add_model_and_scene(recon)
+    recon.add_argument("--out", required=True, help="output memory file (.safetensors)")
+
+    convert = sub.add_parser(
+        "convert", help="convert a foreign checkpoint to an FSMPipeline folder",
+        description="Forwards the remaining arguments to python -m conversion.convert_fsm_official (official) or "
+        "python -m conversion.convert_lact_nvs (lact). Run 'fsm convert official --help' for their options.",
+    )  # fmt: skip
+    convert.add_argument("source", choices=("official", "lact"), help="official FSM release (.pth) or LaCT NVS (.pt)")
+    convert.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the converter")
+
+    push = sub.add_parser("push", help="upload a pipeline or model folder to the Hugging Face Hub")
+    push.add_argument("folder", help="folder to upload")
+    push.add_argument("repo_id", help="Hub repository id, e.g. user/fsm-4d-lvsm")
+    push.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
+    push.add_argument("--revision", default=None, help="branch to push to")
+
+    for name, text in _NOT_YET.items():
+        stub = sub.add_parser(name, help=f"{text} (not implemented yet)", add_help=False)
+        stub.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------
+# Commands
+# ----------------------------------------------------------------------------------------------
+def _error(command: str, message: str) -> int:
+    print(f"fsm {command}: error: {message}", file=sys.stderr)
+    return 1
+
+
+def _load_pipeline(args):
+    import torch
+
+    from .pipeline_fsm import FSMPipeline
+
+    overrides = {}
+    if args.ns_dtype is not None:
+        overrides["newton_schulz_dtype"] = args.ns_dtype
+    pipe = FSMPipeline.from_pretrained(args.model, revision=args.revision, **overrides)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=args.no_progress, leave=False)
+    return pipe
+
+
+def _load_inputs(pipe, args):
+    """The scene's input views (a ``Scene``), chosen as the pipeline chooses them."""
+    from .scene import load_scene
+
+    return pipe.select_input_views(load_scene(args.scene), args.num_input_views)
+
+
+def _reconstruct(pipe, inputs, args):
+    memory = pipe.reconstruct(None, inputs, resolution=args.resolution, time_convention=args.time_convention)
+    memory.metadata.update(scene=str(args.scene), input_frame_indices=list(inputs.frame_indices))
+    return memory
+
+
+def _cmd_reconstruct(args) -> int:
+    pipe = _load_pipeline(args)
+    inputs = _load_inputs(pipe, args)
+    memory = _reconstruct(pipe, inputs, args)
+    memory.save(args.out)
+    print(f"Wrote the memory of {len(inputs)} input views ({memory.image_size[0]}x{memory.image_size[1]}) to {args.out}")
+    return 0
+
+
+def _cmd_render(args) -> int:
+    import torch
+
+    from .camera_paths import make_trajectory
+    from .video import export_to_video
+
+    pipe = _load_pipeline(args)
+    inputs = _load_inputs(pipe, args)
+    memory = _reconstruct(pipe, inputs, args)
+    if args.save_memory:
+        memory.save(args.save_memory)
+    input_times = inputs.times if inputs.times is not None else torch.zeros(len(inputs), dtype=torch.float64)
+    cameras, times = make_trajectory(inputs.cameras, input_times, args.num_frames, args.trajectory, args.time)
+    convention = memory.metadata.get("time_convention")
+    if convention == "official_inference":
+        times = times.round()  # this convention takes integer frame indices
+    out = pipe.render(memory, cameras, times, batch_size=args.batch_size, output_type="np")
+    written = export_to_video(out.images, args.out, fps=args.fps)
+    print(f"Wrote {args.num_frames} frames ({args.trajectory}, time {args.time}) to {written}")
+    return 0
+
+
+def _cmd_convert(args) -> int:
+    import importlib
+
+    module = {"official": "conversion.convert_fsm_official", "lact": "conversion.convert_lact_nvs"}[args.source]
+    try:
+        converter = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name and module.startswith(err.name):
+            return _error("convert", f"the converter {module} is not available in this installation ({err}).")
+        raise
+    return int(converter.main(list(args.args)) or 0)
+
+
+def _cmd_push(args) -> int:
+    try:
+        from .hub import push_folder
+    except ImportError as err:
+        _error("push", f"uploading is not available yet (fsm_hf.hub.push_folder could not be imported: {err}).")
+        return 2
+    try:
+        url = push_folder(args.folder, args.repo_id, token=args.token, private=args.private, revision=args.revision)
+    except PermissionError as err:
+        return _error("push", str(err))
+    print(f"Uploaded {args.folder} to {url or args.repo_id}")
+    return 0
+
+
+_COMMANDS = {"render": _cmd_render, "reconstruct": _cmd_reconstruct, "convert": _cmd_convert, "push": _cmd_push}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``fsm`` command line; returns the exit status (0 success, 1 bad input, 2 unavailable/usage)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(list(argv) if argv is not None else None)
+    if extra and args.command not in _NOT_YET:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command in _NOT_YET:
+        print(f"fsm {args.command}: not implemented yet ({_NOT_YET[args.command]}).", file=sys.stderr)
+        return 2
+    try:
+        return _COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError) as err:  # bad input: one line, no traceback
+        return _error(args.command, str(err))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
