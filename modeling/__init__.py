@@ -44,3 +44,6 @@ __all__ = [
     "pose_features",
     "unpatchify",
 ]
+from .rasterization import rasterization  # noqa: E402  (gsplat on CUDA, exact torch compositor elsewhere)
+
+__all__.append("rasterization")
