@@ -223,11 +223,17 @@ def rasterization(
         render_colors, render_alphas, meta = gsplat.rasterization(
             means, quats, scales, opacities, colors, viewmats, Ks, width, height,
             near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip, eps2d=eps2d,
-            sh_degree=sh_degree, packed=packed, tile_size=tile_size, backgrounds=backgrounds,
+            sh_degree=sh_degree, packed=packed, tile_size=tile_size, backgrounds=None,
             render_mode=render_mode, sparse_grad=sparse_grad, absgrad=absgrad,
             rasterize_mode=rasterize_mode, channel_chunk=channel_chunk, distributed=distributed,
             camera_model=camera_model, segmented=segmented, covars=covars, **extra,
         )  # fmt: skip
+        if backgrounds is not None and render_mode not in ("D", "ED"):
+            # gsplat 1.5.3 rejects `backgrounds` with packed=True (it checks them against the packed
+            # layout); its background term is T_final * bg = (1 - alpha) * bg, added here instead.
+            d = backgrounds.shape[-1]
+            lit = render_colors[..., :d] + (1.0 - render_alphas) * backgrounds[..., None, None, :]
+            render_colors = torch.cat([lit, render_colors[..., d:]], dim=-1)
         meta["backend"] = "gsplat"
         return render_colors, render_alphas, meta
 
