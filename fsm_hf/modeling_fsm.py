@@ -129,16 +129,22 @@ class FSMModel(FSMPreTrainedModel):
         self.backbone = FSMBackbone(config)
         self.post_init()
 
-    def tokenize(self, images, fxfycxcy, c2w, times, height: int, width: int) -> torch.Tensor:
-        """Posed pixels of a group of views -> tokens ``[B, V * L_img, D]``."""
-        # Rays are geometry: computed in fp32 even under autocast, as the reference does.
-        with torch.autocast(device_type=c2w.device.type, enabled=False):
-            pixels = build_posed_pixels(
-                fxfycxcy.float(), c2w.float(), height, width, self.config.pose_features,
-                None if images is None else images.float(),
-                times.float() if (self.config.use_time and times is not None) else None,
-            )  # fmt: skip
-        return self.embeddings(pixels.to(self.embeddings.linear.weight.dtype))
+    def tokenize(self, images, fxfycxcy, c2w, times, height: int, width: int, views_per_batch: Optional[int] = None) -> torch.Tensor:
+        """Posed pixels of a group of views -> tokens ``[B, V * L_img, D]``, ``views_per_batch`` views at a time."""
+        num_views = c2w.shape[1]
+        step = views_per_batch or num_views
+        parts = []
+        for s in range(0, num_views, step):
+            views = slice(s, s + step)
+            # Rays are geometry: computed in fp32 even under autocast, as the reference does.
+            with torch.autocast(device_type=c2w.device.type, enabled=False):
+                pixels = build_posed_pixels(
+                    fxfycxcy[:, views].float(), c2w[:, views].float(), height, width, self.config.pose_features,
+                    None if images is None else images[:, views].float(),
+                    times[:, views].float() if (self.config.use_time and times is not None) else None,
+                )  # fmt: skip
+            parts.append(self.embeddings(pixels.to(self.embeddings.linear.weight.dtype)))
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def forward(
         self,
@@ -164,13 +170,13 @@ class FSMModel(FSMPreTrainedModel):
         """
         cfg = self.config
         b, v, h, w = _check_views("input", input_images, input_fxfycxcy, input_c2w, input_times, cfg.use_time, cfg.patch_size)
-        tokens = self.tokenize(input_images, input_fxfycxcy, input_c2w, input_times, h, w)  # [B, V*L, D]
+        tokens = self.tokenize(input_images, input_fxfycxcy, input_c2w, input_times, h, w, max_views_per_batch)  # [B, V*L, D]
         num_input_tokens = tokens.shape[1]
         if target_c2w is not None or target_fxfycxcy is not None:
             tb, _, _, _ = _check_views("target", None, target_fxfycxcy, target_c2w, target_times, cfg.use_time, cfg.patch_size)
             if tb != b:
                 raise ValueError(f"input and target batch sizes differ: {b} vs {tb}.")
-            target_tokens = self.tokenize(None, target_fxfycxcy, target_c2w, target_times, h, w)  # [B, T*L, D]
+            target_tokens = self.tokenize(None, target_fxfycxcy, target_c2w, target_times, h, w, max_views_per_batch)  # [B, T*L, D]
             tokens = torch.cat([tokens, target_tokens], dim=1)
         tokens_per_view = (h // cfg.patch_size) * (w // cfg.patch_size)
         out = self.backbone(tokens, tokens_per_view, num_input_tokens, max_views_per_batch)

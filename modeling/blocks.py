@@ -116,6 +116,45 @@ class FSMBlock(nn.Module):
         x = x + lacet_out
         return self.feed_forward(x), fast_weights, elastic_state
 
+    @torch.no_grad()
+    def forward_streamed(
+        self,
+        x: torch.Tensor,
+        tokens_per_view: int,
+        num_input_tokens: int,
+        schedule_name: str,
+        elastic_state: Optional[ElasticState],
+        views_per_batch: int,
+    ):
+        """Memory-bounded inference version of :meth:`forward`, updating ``x`` in place.
+
+        Only ``x`` itself spans all tokens: attention runs ``views_per_batch`` views at a time, the
+        fast weights are updated one LaCET chunk at a time, and the apply step and the MLP run on
+        blocks of ``views_per_batch`` views. Same operations as :meth:`forward`, so the results agree
+        to floating-point rounding (bitwise in fp32 only where the BLAS blocking agrees).
+        """
+        b, n, _ = x.shape
+        block = views_per_batch * tokens_per_view
+        for s in range(0, n, block):  # per-view attention
+            x[:, s : s + block] = self.attend(x[:, s : s + block], tokens_per_view)
+        interleaved = schedule_name == "interleaved"
+        chunk = self.lacet.chunk_size or num_input_tokens
+        fast_weights = None
+        for s in range(0, num_input_tokens, chunk):  # streamed update over the input tokens
+            e = min(num_input_tokens, s + chunk)
+            op = [TTTOperation(0, e - s, update=True, apply=interleaved)]
+            out, fast_weights, elastic_state = self.lacet(self.lacet_norm(x[:, s:e]), op, elastic_state, fast_weights)
+            if interleaved:
+                x[:, s:e] += out
+        if fast_weights is None:  # no input token: the slow initial values
+            fast_weights = self.lacet.initial_fast_weights(b)
+        for s in range(num_input_tokens if interleaved else 0, n, block):  # apply, then the MLP
+            part = x[:, s : s + block]
+            part += self.lacet.apply_memory(self.lacet_norm(part), fast_weights)
+        for s in range(0, n, block):
+            x[:, s : s + block] = self.feed_forward(x[:, s : s + block])
+        return x, fast_weights, elastic_state
+
 
 @dataclass
 class BackboneOutput:
@@ -152,14 +191,28 @@ class FSMBackbone(nn.Module):
         num_input_tokens: int,
         max_views_per_batch: Optional[int] = None,
     ) -> BackboneOutput:
-        """Update on the first ``num_input_tokens`` tokens, apply to all (schedule from the config)."""
+        """Update on the first ``num_input_tokens`` tokens, apply to all (schedule from the config).
+
+        ``max_views_per_batch``: ``None`` runs each layer over all tokens at once. An integer, when
+        gradients are off, selects the memory-bounded path (:meth:`FSMBlock.forward_streamed`): peak
+        memory is then the hidden states plus what ``max_views_per_batch`` views (or one LaCET chunk)
+        need, so hundreds of views fit where the plain path does not; the results agree with the
+        plain path to floating-point rounding. With gradients on it only batches the attention.
+        """
         schedule = self.schedule(num_input_tokens, x.shape[1])
         threaded = self.config.elastic_enabled and self.config.elastic_state == "threaded"
         state = self.layers[0].lacet.initial_elastic_state(x.shape[0]) if threaded else None
+        streamed = max_views_per_batch is not None and not torch.is_grad_enabled()
+        if streamed:
+            x = x.clone()  # updated in place, layer after layer
         memory = []
         for layer in self.layers:
             layer_state = state if threaded else None
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            if streamed:
+                x, fw, new_state = layer.forward_streamed(
+                    x, tokens_per_view, num_input_tokens, self.config.ttt_schedule, layer_state, max_views_per_batch
+                )
+            elif self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x, fw, new_state = checkpoint(
                     layer, x, tokens_per_view, schedule, layer_state, None, max_views_per_batch, use_reentrant=False
                 )
