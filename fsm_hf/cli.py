@@ -56,6 +56,15 @@ def _add_model_and_scene(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--scene", required=True, help="scene file or folder (see 'conventions' below)")
     group.add_argument("--num-input-views", type=_positive_int, default=None, help="input views (default: checkpoint's)")
     group.add_argument(
+        "--frame-selection", choices=("evenly", "every", "all"), default="evenly",
+        help="which frames are inputs: N evenly spaced (--num-input-views), every k-th (--frame-stride), or all",
+    )  # fmt: skip
+    group.add_argument("--frame-stride", type=_positive_int, default=None, help="k for --frame-selection every")
+    group.add_argument(
+        "--max-views-per-batch", type=_positive_int, default=None,
+        help="read the inputs this many views at a time: bounds memory for long sequences (same results)",
+    )  # fmt: skip
+    group.add_argument(
         "--resolution", type=_positive_int, default=None, help="processing side in pixels (default: checkpoint's)"
     )
     group.add_argument(
@@ -163,11 +172,16 @@ def _load_inputs(pipe, args):
     """The scene's input views (a ``Scene``), chosen as the pipeline chooses them."""
     from .scene import load_scene
 
-    return pipe.select_input_views(load_scene(args.scene), args.num_input_views)
+    return pipe.select_input_views(
+        load_scene(args.scene), args.num_input_views, frame_selection=args.frame_selection, frame_stride=args.frame_stride
+    )
 
 
 def _reconstruct(pipe, inputs, args):
-    memory = pipe.reconstruct(None, inputs, resolution=args.resolution, time_convention=args.time_convention)
+    memory = pipe.reconstruct(
+        None, inputs, resolution=args.resolution, time_convention=args.time_convention,
+        frame_selection="all", max_views_per_batch=args.max_views_per_batch,
+    )  # fmt: skip
     memory.metadata.update(scene=str(args.scene), input_frame_indices=list(inputs.frame_indices))
     return memory
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -156,6 +156,7 @@ class FSMModel(FSMPreTrainedModel):
         target_c2w: Optional[torch.Tensor] = None,
         target_times: Optional[torch.Tensor] = None,
         max_views_per_batch: Optional[int] = None,
+        progress: Optional[Callable[[int, int], None]] = None,
     ) -> FSMModelOutput:
         """Read the input views (updating the fast weights) and process the target views.
 
@@ -165,8 +166,10 @@ class FSMModel(FSMPreTrainedModel):
             input_c2w: `[B, V, 4, 4]` OpenCV camera-to-world.
             input_times: `[B, V]` time in `[-1, 1]` (4D models).
             target_fxfycxcy, target_c2w, target_times: the same for `T` target views (optional).
-            max_views_per_batch: attention processes at most this many views at once (memory knob;
-                results do not depend on it).
+            max_views_per_batch: memory knob (see :meth:`modeling.FSMBackbone.forward`): with gradients
+                off, every layer is processed this many views (or one LaCET chunk) at a time, so peak
+                memory grows only with one layer's tokens; results do not depend on it.
+            progress: optional ``progress(done, total)`` callback over layers / LaCET chunks.
         """
         cfg = self.config
         b, v, h, w = _check_views("input", input_images, input_fxfycxcy, input_c2w, input_times, cfg.use_time, cfg.patch_size)
@@ -179,7 +182,7 @@ class FSMModel(FSMPreTrainedModel):
             target_tokens = self.tokenize(None, target_fxfycxcy, target_c2w, target_times, h, w, max_views_per_batch)  # [B, T*L, D]
             tokens = torch.cat([tokens, target_tokens], dim=1)
         tokens_per_view = (h // cfg.patch_size) * (w // cfg.patch_size)
-        out = self.backbone(tokens, tokens_per_view, num_input_tokens, max_views_per_batch)
+        out = self.backbone(tokens, tokens_per_view, num_input_tokens, max_views_per_batch, progress)
         return FSMModelOutput(
             last_hidden_state=out.hidden_states, fast_weights=out.fast_weights, num_input_tokens=num_input_tokens
         )
@@ -281,9 +284,16 @@ class FSMForNovelViewSynthesis(FSMPreTrainedModel):
         input_c2w: torch.Tensor,
         input_times: Optional[torch.Tensor] = None,
         max_views_per_batch: Optional[int] = None,
+        progress: Optional[Callable[[int, int], None]] = None,
     ) -> FSMMemory:
-        """Read the input views once and return the spatial memory (per-layer fast weights)."""
-        out = self.fsm(input_images, input_fxfycxcy, input_c2w, input_times, max_views_per_batch=max_views_per_batch)
+        """Read the input views once and return the spatial memory (per-layer fast weights).
+
+        ``max_views_per_batch`` bounds peak memory (any number of views fits); ``progress(done,
+        total)`` reports layers / LaCET chunks.
+        """
+        out = self.fsm(
+            input_images, input_fxfycxcy, input_c2w, input_times, max_views_per_batch=max_views_per_batch, progress=progress
+        )
         b, _, _, h, w = input_images.shape
         return self._memory(out.fast_weights, b, h, w)
 

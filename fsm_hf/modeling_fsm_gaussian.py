@@ -210,18 +210,18 @@ class FSMForGaussianReconstruction(FSMPreTrainedModel):
         self.post_init()
 
     # -- pieces -----------------------------------------------------------------------------------
-    def _encode(self, input_images, input_fxfycxcy, input_c2w, input_times, max_views_per_batch):
+    def _encode(self, input_images, input_fxfycxcy, input_c2w, input_times, max_views_per_batch, progress=None):
         """Backbone over the input views; returns (tokens that saw the final fast weights, fast weights)."""
         cfg = self.config
         b, v, h, w = _check_views("input", input_images, input_fxfycxcy, input_c2w, input_times, cfg.use_time, cfg.patch_size)
-        tokens = self.fsm.tokenize(input_images, input_fxfycxcy, input_c2w, input_times, h, w)  # [B, V*L, D]
+        tokens = self.fsm.tokenize(input_images, input_fxfycxcy, input_c2w, input_times, h, w, max_views_per_batch)  # [B, V*L, D]
         n = tokens.shape[1]
         tokens_per_view = (h // cfg.patch_size) * (w // cfg.patch_size)
         if cfg.add_virtual_views and cfg.ttt_schedule != "update_then_apply":
             # Virtual copies of the inputs: updated on never, applied to with the final weights.
-            out = self.fsm.backbone(torch.cat([tokens, tokens], dim=1), tokens_per_view, n, max_views_per_batch)
+            out = self.fsm.backbone(torch.cat([tokens, tokens], dim=1), tokens_per_view, n, max_views_per_batch, progress)
             return out.hidden_states[:, n:], out.fast_weights
-        out = self.fsm.backbone(tokens, tokens_per_view, n, max_views_per_batch)
+        out = self.fsm.backbone(tokens, tokens_per_view, n, max_views_per_batch, progress)
         return out.hidden_states, out.fast_weights
 
     def decode(self, hidden: torch.Tensor, input_fxfycxcy, input_c2w, input_times, height: int, width: int) -> Gaussians4D:
@@ -319,10 +319,13 @@ class FSMForGaussianReconstruction(FSMPreTrainedModel):
         input_c2w: torch.Tensor,
         input_times: Optional[torch.Tensor] = None,
         max_views_per_batch: Optional[int] = None,
+        progress=None,
     ) -> FSMMemory:
-        """Read the input views once: the memory holds the per-layer fast weights and the 4D Gaussians."""
+        """Read the input views once: the memory holds the per-layer fast weights and the 4D Gaussians.
+
+        ``max_views_per_batch`` and ``progress`` as in :meth:`FSMForNovelViewSynthesis.reconstruct`."""
         b, _, _, h, w = input_images.shape
-        hidden, fast_weights = self._encode(input_images, input_fxfycxcy, input_c2w, input_times, max_views_per_batch)
+        hidden, fast_weights = self._encode(input_images, input_fxfycxcy, input_c2w, input_times, max_views_per_batch, progress)
         gaussians = self.decode(hidden, input_fxfycxcy, input_c2w, input_times, h, w)
         return self._memory(fast_weights, gaussians, b, h, w)
 

@@ -285,6 +285,7 @@ class FSMPipeline(DiffusionPipeline):
         num_input_views: int = 32,
         time_convention: str = "official_inference",
         max_frames: Optional[int] = None,
+        max_views_per_batch: Optional[int] = None,
     ):
         super().__init__()
         if not isinstance(model, FSMPreTrainedModel):
@@ -303,6 +304,7 @@ class FSMPipeline(DiffusionPipeline):
             num_input_views=num_input_views,
             time_convention=time_convention,
             max_frames=max_frames,
+            max_views_per_batch=max_views_per_batch,
         )
         self._record_component_library()
 
@@ -452,12 +454,31 @@ class FSMPipeline(DiffusionPipeline):
         config.setdefault("leave", leave)
         return tqdm(iterable, total=total, **config) if iterable is not None else tqdm(total=total, **config)
 
-    def select_input_views(self, scene: Union[Scene, str, os.PathLike], num_input_views: Optional[int] = None) -> Scene:
-        """The input views the pipeline takes from a scene: ``num_input_views`` frames spread evenly
-        (first and last included). ``None`` means the config's ``num_input_views``, capped at the
-        scene's length; an explicit value must lie in ``[1, len(scene)]``."""
+    def select_input_views(
+        self,
+        scene: Union[Scene, str, os.PathLike],
+        num_input_views: Optional[int] = None,
+        *,
+        frame_selection: str = "evenly",
+        frame_stride: Optional[int] = None,
+    ) -> Scene:
+        """The input views the pipeline takes from a scene (of any length).
+
+        ``frame_selection``: ``"evenly"`` takes ``num_input_views`` frames spread evenly (first and last
+        included; ``None`` means the config's ``num_input_views``, capped at the scene's length);
+        ``"every"`` takes every ``frame_stride``-th frame; ``"all"`` takes every frame. Long selections
+        are read memory-bounded when ``max_views_per_batch`` is set.
+        """
         if not isinstance(scene, Scene):
             scene = load_scene(scene)
+        if frame_selection == "all":
+            return scene
+        if frame_selection == "every":
+            if isinstance(frame_stride, bool) or not isinstance(frame_stride, int) or frame_stride < 1:
+                raise ValueError(f"frame_selection='every' needs an integer frame_stride >= 1, got {frame_stride!r}.")
+            return scene.select(select_frames(len(scene), "every", k=frame_stride))
+        if frame_selection != "evenly":
+            raise ValueError(f"frame_selection must be 'evenly', 'every' or 'all', got {frame_selection!r}.")
         if num_input_views is None:
             n = min(self.config.num_input_views, len(scene))
         elif (
@@ -473,15 +494,16 @@ class FSMPipeline(DiffusionPipeline):
         return scene.select(select_frames(len(scene), "evenly", n=n))
 
     def _resolve_inputs(
-        self, images: Optional[ImageInput], cameras: CameraInput, times: Any, num_input_views: Optional[int]
-    ) -> Tuple[torch.Tensor, Cameras, torch.Tensor]:
+        self, images: Optional[ImageInput], cameras: CameraInput, times: Any, num_input_views: Optional[int],
+        frame_selection: str = "evenly", frame_stride: Optional[int] = None,
+    ) -> Tuple[torch.Tensor, Cameras, torch.Tensor]:  # fmt: skip
         """Validate and load the inputs: images ``[N, 3, H, W]``, their cameras, raw times ``[N]``."""
         if isinstance(cameras, (str, os.PathLike)):
             cameras = load_scene(cameras)
         if isinstance(cameras, Scene):
             scene = cameras
             if images is None:
-                scene = self.select_input_views(scene, num_input_views)
+                scene = self.select_input_views(scene, num_input_views, frame_selection=frame_selection, frame_stride=frame_stride)
                 images = scene.load_images()
             if times is None:
                 times = scene.times if scene.times is not None else torch.zeros(len(scene))
@@ -513,13 +535,17 @@ class FSMPipeline(DiffusionPipeline):
         resolution: Optional[Union[int, Sequence[int]]],
         num_input_views: Optional[int],
         time_convention: Optional[str],
+        frame_selection: str = "evenly",
+        frame_stride: Optional[int] = None,
     ) -> _PreparedInputs:
         # 1. Check settings first (cheap), then load and validate the inputs.
         height, width = self._check_resolution(self.config.resolution if resolution is None else resolution, self.model)
         time_convention = self.config.time_convention if time_convention is None else time_convention
         if time_convention not in TIME_CONVENTIONS:
             raise ValueError(f"time_convention must be one of {list(TIME_CONVENTIONS)}, got {time_convention!r}.")
-        images, cameras, times = self._resolve_inputs(images, cameras, times, num_input_views)  # [V, 3, H, W]
+        images, cameras, times = self._resolve_inputs(
+            images, cameras, times, num_input_views, frame_selection, frame_stride
+        )  # [V, 3, H, W]
 
         # 2. Resize to cover the processing resolution and crop the centre; intrinsics follow.
         images, cameras = resize_and_center_crop(images, cameras, height, width)  # [V, 3, h, w]
@@ -541,8 +567,22 @@ class FSMPipeline(DiffusionPipeline):
             raw_times=times,
         )
 
-    def _reconstruct(self, inputs: _PreparedInputs) -> FSMMemory:
-        memory = self.model.reconstruct(inputs.images, inputs.fxfycxcy, inputs.c2w, inputs.times)
+    def _reconstruct(self, inputs: _PreparedInputs, max_views_per_batch: Optional[int] = None) -> FSMMemory:
+        if max_views_per_batch is None:
+            max_views_per_batch = self.config.max_views_per_batch
+        bar = self.progress_bar(total=None, desc="reconstruct")
+
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            memory = self.model.reconstruct(
+                inputs.images, inputs.fxfycxcy, inputs.c2w, inputs.times,
+                max_views_per_batch=max_views_per_batch, progress=advance,
+            )  # fmt: skip
+        finally:
+            bar.close()
         memory.normalization = inputs.normalization.to_dict()
         memory.metadata.update(
             pipeline=type(self).__name__,
@@ -575,6 +615,9 @@ class FSMPipeline(DiffusionPipeline):
         resolution: Optional[Union[int, Sequence[int]]] = None,
         num_input_views: Optional[int] = None,
         time_convention: Optional[str] = None,
+        frame_selection: str = "evenly",
+        frame_stride: Optional[int] = None,
+        max_views_per_batch: Optional[int] = None,
     ) -> FSMMemory:
         """Read the input views once and return the spatial memory.
 
@@ -585,12 +628,15 @@ class FSMPipeline(DiffusionPipeline):
             times: ``[N]`` timestamps (see the class docstring). ``None``: the scene's times, else
                 frame indices ``0..N-1``.
             resolution, num_input_views, time_convention: ``None`` means the pipeline config's value.
+            frame_selection, frame_stride: which frames of a scene to read (see :meth:`select_input_views`).
+            max_views_per_batch: bounds peak memory for long sequences (results do not depend on it);
+                ``None`` means the pipeline config's value.
 
         Returns:
             :class:`FSMMemory` with ``normalization`` (the fitted transforms, tensors) and ``metadata``.
         """
-        inputs = self._prepare(images, cameras, times, resolution, num_input_views, time_convention)
-        return self._reconstruct(inputs)
+        inputs = self._prepare(images, cameras, times, resolution, num_input_views, time_convention, frame_selection, frame_stride)
+        return self._reconstruct(inputs, max_views_per_batch)
 
     @torch.no_grad()
     def render(
@@ -693,6 +739,9 @@ class FSMPipeline(DiffusionPipeline):
         resolution: Optional[Union[int, Sequence[int]]] = None,
         num_input_views: Optional[int] = None,
         time_convention: Optional[str] = None,
+        frame_selection: str = "evenly",
+        frame_stride: Optional[int] = None,
+        max_views_per_batch: Optional[int] = None,
         batch_size: int = 8,
         output_type: str = "pil",
         return_dict: bool = True,
@@ -714,6 +763,10 @@ class FSMPipeline(DiffusionPipeline):
             num_input_views: views taken evenly from a scene (``None``: the config's, capped at the
                 scene's length).
             time_convention: ``"official_inference"`` or ``"training"`` (``None``: the config's).
+            frame_selection, frame_stride: which frames of a scene to read: ``"evenly"`` (with
+                ``num_input_views``), ``"every"`` (every ``frame_stride``-th frame) or ``"all"``.
+            max_views_per_batch: read the inputs this many views at a time, so that long sequences fit in
+                memory (``None``: the config's; results do not depend on it).
             batch_size: target views rendered per model call.
             output_type: ``"pil"``, ``"np"`` or ``"pt"`` (see :class:`FSMPipelineOutput`).
             return_dict: return :class:`FSMPipelineOutput` instead of a tuple
@@ -729,12 +782,12 @@ class FSMPipeline(DiffusionPipeline):
             self._check_targets(target_cameras, target_times)
 
         # 2. Load, resize/crop and normalise the input views (normalisation fitted on them only).
-        inputs = self._prepare(images, cameras, times, resolution, num_input_views, time_convention)
+        inputs = self._prepare(images, cameras, times, resolution, num_input_views, time_convention, frame_selection, frame_stride)
         if target_cameras is None:  # re-render the inputs
             target_cameras, target_times = inputs.cameras, inputs.raw_times
 
         # 3. Read the input views into the spatial memory.
-        memory = self._reconstruct(inputs)
+        memory = self._reconstruct(inputs, max_views_per_batch)
 
         # 4. Render the targets in batches and postprocess.
         return self.render(

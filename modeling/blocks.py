@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -125,6 +125,7 @@ class FSMBlock(nn.Module):
         schedule_name: str,
         elastic_state: Optional[ElasticState],
         views_per_batch: int,
+        on_chunk: Optional[Callable[[], None]] = None,
     ):
         """Memory-bounded inference version of :meth:`forward`, updating ``x`` in place.
 
@@ -146,6 +147,8 @@ class FSMBlock(nn.Module):
             out, fast_weights, elastic_state = self.lacet(self.lacet_norm(x[:, s:e]), op, elastic_state, fast_weights)
             if interleaved:
                 x[:, s:e] += out
+            if on_chunk is not None:
+                on_chunk()
         if fast_weights is None:  # no input token: the slow initial values
             fast_weights = self.lacet.initial_fast_weights(b)
         for s in range(num_input_tokens if interleaved else 0, n, block):  # apply, then the MLP
@@ -190,6 +193,7 @@ class FSMBackbone(nn.Module):
         tokens_per_view: int,
         num_input_tokens: int,
         max_views_per_batch: Optional[int] = None,
+        progress: Optional[Callable[[int, int], None]] = None,
     ) -> BackboneOutput:
         """Update on the first ``num_input_tokens`` tokens, apply to all (schedule from the config).
 
@@ -198,6 +202,9 @@ class FSMBackbone(nn.Module):
         memory is then the hidden states plus what ``max_views_per_batch`` views (or one LaCET chunk)
         need, so hundreds of views fit where the plain path does not; the results agree with the
         plain path to floating-point rounding. With gradients on it only batches the attention.
+
+        ``progress(done, total)`` is called after every layer (plain path) or every LaCET chunk of
+        every layer (streamed path).
         """
         schedule = self.schedule(num_input_tokens, x.shape[1])
         threaded = self.config.elastic_enabled and self.config.elastic_state == "threaded"
@@ -205,12 +212,21 @@ class FSMBackbone(nn.Module):
         streamed = max_views_per_batch is not None and not torch.is_grad_enabled()
         if streamed:
             x = x.clone()  # updated in place, layer after layer
+        chunk = self.config.ttt_chunk_size or max(num_input_tokens, 1)
+        steps_per_layer = -(-num_input_tokens // chunk) if streamed else 1
+        total, done = steps_per_layer * len(self.layers), [0]
+
+        def step():
+            done[0] += 1
+            if progress is not None:
+                progress(done[0], total)
+
         memory = []
         for layer in self.layers:
             layer_state = state if threaded else None
             if streamed:
                 x, fw, new_state = layer.forward_streamed(
-                    x, tokens_per_view, num_input_tokens, self.config.ttt_schedule, layer_state, max_views_per_batch
+                    x, tokens_per_view, num_input_tokens, self.config.ttt_schedule, layer_state, max_views_per_batch, step
                 )
             elif self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x, fw, new_state = checkpoint(
@@ -218,6 +234,8 @@ class FSMBackbone(nn.Module):
                 )
             else:
                 x, fw, new_state = layer(x, tokens_per_view, schedule, layer_state, None, max_views_per_batch)
+            if not streamed:
+                step()
             if threaded:
                 state = new_state
             memory.append(fw)

@@ -19,6 +19,7 @@ from fsm_hf.cameras import Cameras
 from fsm_hf.normalization import normalize_poses, resize_and_center_crop
 from fsm_hf.normalization import resize_and_center_crop_cameras as fit_cameras
 from fsm_hf.pipeline_fsm import FSMNormalization, FSMPipeline, FSMPipelineOutput
+from fsm_hf.scene import Scene
 
 SCENE_FILE = DATA_DIR / "fZcNop_Aenw_88573338.jsonl"
 requires_data = pytest.mark.skipif(not SCENE_FILE.is_file(), reason="../shared/data example clip is not present")
@@ -397,3 +398,21 @@ def test_gaussian_model_pipeline_returns_gaussians(views, tmp_path):
     assert out.gaussians is not None and out.gaussians["means"].shape[-1] == 3
     again = pipe.render(out.memory, targets, target_times, output_type="pt")
     assert torch.equal(again.images, out.images)
+
+
+def test_long_sequences_any_frame_selection_and_bounded_memory_give_the_same_memory(tmp_path):
+    """Frame-selection policies pick the documented frames; the memory-bounded path equals the plain one."""
+    torch.manual_seed(0)
+    model = FSMForNovelViewSynthesis(FSMConfig.from_preset("tiny", newton_schulz_dtype="float32")).eval()
+    pipe = FSMPipeline(model=model, resolution=32)
+    images, fxfycxcy, c2w, _ = random_views(1, 24, size=32, seed=9)
+    scene = Scene.from_tensors(Cameras(c2w[0], fxfycxcy[0], width=32, height=32), images[0], times=torch.arange(24.0))
+    assert pipe.select_input_views(scene, frame_selection="every", frame_stride=5).frame_indices == [0, 5, 10, 15, 20]
+    assert len(pipe.select_input_views(scene, frame_selection="all")) == 24
+    with pytest.raises(ValueError, match="frame_stride"):
+        pipe.select_input_views(scene, frame_selection="every")
+    plain = pipe.reconstruct(None, scene, frame_selection="all")
+    bounded = pipe.reconstruct(None, scene, frame_selection="all", max_views_per_batch=3)
+    assert plain.metadata["num_input_views"] == bounded.metadata["num_input_views"] == 24
+    for a, b in zip(plain.fast_weights, bounded.fast_weights):
+        torch.testing.assert_close(a.w0, b.w0, atol=1e-4, rtol=1e-4)
