@@ -113,6 +113,17 @@ class FSMPreTrainedModel(PreTrainedModel):
                 init.copy_(getattr(module, f"anchor_{name}"), getattr(module, name).detach().float())
                 init.constant_(getattr(module, f"importance_{name}"), module.initial_importance)
 
+    def _memory(self, fast_weights, batch_size: int, h: int, w: int, gaussians=None) -> FSMMemory:
+        """Package per-layer fast weights (and, for Gaussian models, the Gaussians) as an :class:`FSMMemory`."""
+        return FSMMemory(
+            fast_weights=list(fast_weights),
+            batch_size=batch_size,
+            image_size=(h, w),
+            patch_size=self.config.patch_size,
+            config_signature=self.config.memory_signature,
+            gaussians=None if gaussians is None else gaussians.to_dict(),
+        )
+
     def reset_elastic_buffers(self) -> None:
         """Rebuild every layer's anchors (from the current fast-weight initial values) and importances."""
         for module in self.modules():
@@ -218,15 +229,6 @@ class FSMForNovelViewSynthesis(FSMPreTrainedModel):
     def _decode(self, target_tokens: torch.Tensor, num_views: int, h: int, w: int) -> torch.Tensor:
         patches = self.head(target_tokens)  # [B, T*L, 3p^2]
         return unpatchify(patches, num_views, h, w, self.config.patch_size)  # [B, T, 3, H, W]
-
-    def _memory(self, fast_weights, batch_size: int, h: int, w: int) -> FSMMemory:
-        return FSMMemory(
-            fast_weights=list(fast_weights),
-            batch_size=batch_size,
-            image_size=(h, w),
-            patch_size=self.config.patch_size,
-            config_signature=self.config.memory_signature,
-        )
 
     def forward(
         self,

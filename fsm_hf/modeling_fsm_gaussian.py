@@ -255,16 +255,6 @@ class FSMForGaussianReconstruction(FSMPreTrainedModel):
             prune_threshold=cfg.temporal_threshold if prune else None, near_plane=cfg.render_near_plane,
         )  # fmt: skip
 
-    def _memory(self, fast_weights, gaussians: Gaussians4D, batch_size: int, h: int, w: int) -> FSMMemory:
-        return FSMMemory(
-            fast_weights=list(fast_weights),
-            batch_size=batch_size,
-            image_size=(h, w),
-            patch_size=self.config.patch_size,
-            config_signature=self.config.memory_signature,
-            gaussians=gaussians.to_dict(),
-        )
-
     # -- public API -------------------------------------------------------------------------------
     def forward(
         self,
@@ -306,7 +296,7 @@ class FSMForGaussianReconstruction(FSMPreTrainedModel):
                 loss = F.mse_loss(images.float(), target_images.float())
         elif target_images is not None:
             raise ValueError("target_images were given without target cameras (target_fxfycxcy, target_c2w).")
-        memory = self._memory(fast_weights, gaussians, b, h, w) if return_memory else None
+        memory = self._memory(fast_weights, b, h, w, gaussians) if return_memory else None
         if not return_dict:
             return tuple(x for x in (loss, images, alphas, gaussians, memory) if x is not None)
         return FSMGaussianReconstructionOutput(loss=loss, images=images, alphas=alphas, gaussians=gaussians, memory=memory)
@@ -327,7 +317,7 @@ class FSMForGaussianReconstruction(FSMPreTrainedModel):
         b, _, _, h, w = input_images.shape
         hidden, fast_weights = self._encode(input_images, input_fxfycxcy, input_c2w, input_times, max_views_per_batch, progress)
         gaussians = self.decode(hidden, input_fxfycxcy, input_c2w, input_times, h, w)
-        return self._memory(fast_weights, gaussians, b, h, w)
+        return self._memory(fast_weights, b, h, w, gaussians)
 
     @torch.no_grad()
     def render(
