@@ -27,6 +27,32 @@ exact.
 
 Batch layout: fast weights and elastic state are ``[(B * H), ...]`` with the batch index outer,
 so every sample is independent.
+
+Performance options (all off the numerics of the default path unless stated; see
+``benchmarks/README.md`` for measurements), set per layer or with :func:`configure_lacet`:
+
+* ``newton_schulz_batching``: ``"exact"`` (default) orthogonalises ``U0`` and ``U2`` (same shape and
+  memory layout) in one batched call and ``U1`` alone: bit-identical to three separate calls, since a
+  batched product computes each matrix exactly as a single one does. ``"all"`` also batches ``U1``
+  (its input transposed to ``[d, d*m]``): one call instead of two, the same mathematics, but the
+  transposed layout changes the summation order of the bf16 products, so it is *not* bit-identical
+  to the reference (use it with fp32 Newton–Schulz or on GPUs). ``"none"``: three calls.
+* ``compile``: run the per-chunk update step through ``torch.compile`` (off by default; not
+  bit-identical: fused element-wise kernels round differently).
+* Without gradients, the apply step evaluates ``silu`` and the gating product in place (same values,
+  one ``[N, L, d*m]`` buffer less).
+
+* ``emulate_bf16`` (bf16 Newton–Schulz on CPUs without native bf16): torch's CPU kernel for a bf16
+  product of two row-major matrices is a scalar loop that sums the exact fp32 products ``a_il b_lj``
+  into four partial sums (``l mod 4``, in increasing ``l``), adds them as ``((p0 + p1) + p2) + p3`` and
+  rounds once to bf16; it runs ~55x slower than an fp32 product. :func:`bf16_matmul_emulated`
+  performs exactly these fp32 operations with vectorised tensor ops (one ``addcmul_`` per four
+  ``l``, in column blocks), ~10x faster and bit-identical (checked at first use against the native kernel on a probe,
+  and in the tests on the oracle fixtures and on random matrices of the released sizes). Products
+  with a transposed operand take another (vectorised) torch kernel and are left to it. ``None``
+  (default) = on where the probe agrees; the other torch kernels (AVX512/AMX via oneDNN, CUDA) are
+  never emulated.
+
 """
 
 from __future__ import annotations
@@ -42,6 +68,7 @@ from torch import nn
 ELASTIC_ESTIMATORS = ("mas", "ewc", "si")
 ANCHOR_POLICIES = ("global", "streaming", "streaming-ema")
 NEWTON_SCHULZ_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+NEWTON_SCHULZ_BATCHING = ("exact", "all", "none")
 
 # Quintic Newton–Schulz coefficients (Muon).
 _NS_A, _NS_B, _NS_C = 3.4445, -4.7750, 2.0315
@@ -120,7 +147,73 @@ def silu_derivative_times(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return grad * sigma * (1 + x * (1 - sigma))
 
 
-def newton_schulz(g: torch.Tensor, steps: int, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+def bf16_matmul_emulated(a: torch.Tensor, b: torch.Tensor, block_columns: int = 512) -> torch.Tensor:
+    """``a @ b`` for bf16 ``[N, M, K] @ [N, K, P]``, computed as torch's scalar CPU bf16 kernel does.
+
+    That kernel accumulates the (exact) fp32 products into four partial sums by ``l mod 4`` in
+    increasing ``l`` (the ``K mod 4`` tail goes to the first), adds them as ``((p0 + p1) + p2) + p3``
+    and rounds once to bf16. Each step below adds one product per partial sum, in the same order.
+    Every output element is computed independently, so the work is split per matrix and in blocks of
+    ``block_columns`` output columns: the fp32 accumulator is at most ``[4, M, block_columns]``.
+    """
+    n, m, k = a.shape
+    p = b.shape[2]
+    main = k - k % 4
+    out = torch.empty(n, m, p, dtype=torch.bfloat16, device=a.device)
+    for i in range(n):
+        a32 = a[i].float()  # [M, K]
+        a_steps = a32[:, :main].unflatten(1, (main // 4, 4)).permute(1, 2, 0).unsqueeze(-1).contiguous()  # [K/4, 4, M, 1]
+        for c in range(0, p, block_columns):
+            b32 = b[i, :, c : c + block_columns].float()  # [K, Pb]
+            b_steps = b32[:main].unflatten(0, (main // 4, 4)).unsqueeze(-2).contiguous()  # [K/4, 4, 1, Pb]
+            partial = a32.new_zeros(4, m, b32.shape[1])
+            for t in range(main // 4):  # step t adds l = 4t + j to partial sum j
+                partial.addcmul_(a_steps[t], b_steps[t])
+            for l in range(main, k):
+                partial[0].addcmul_(a32[:, l : l + 1], b32[l : l + 1])
+            total = partial[0].add_(partial[1]).add_(partial[2]).add_(partial[3])
+            out[i, :, c : c + block_columns] = total
+    return out
+
+
+def _emulable(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Operands for which torch uses the scalar CPU kernel that :func:`bf16_matmul_emulated` mirrors."""
+    return (
+        a.device.type == "cpu"
+        and a.dtype == b.dtype == torch.bfloat16
+        and a.dim() == b.dim() == 3
+        and a.is_contiguous()
+        and b.is_contiguous()
+        and not (a.requires_grad or b.requires_grad)
+        and a.shape[2] * a.shape[1] * b.shape[2] >= 400  # smaller products take a naive kernel
+    )
+
+
+_EMULATION_AGREES: Optional[bool] = None
+
+
+def bf16_emulation_available() -> bool:
+    """Whether this torch build/CPU multiplies contiguous bf16 matrices with the scalar kernel that
+    :func:`bf16_matmul_emulated` reproduces (probed once on random matrices, bit for bit)."""
+    global _EMULATION_AGREES
+    if _EMULATION_AGREES is None:
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(2, 40, 133, generator=g).to(torch.bfloat16)  # K = 133 exercises the tail
+        b = torch.randn(2, 133, 72, generator=g).to(torch.bfloat16)
+        with torch.no_grad():
+            _EMULATION_AGREES = bool(torch.equal(a @ b, bf16_matmul_emulated(a, b)))
+    return _EMULATION_AGREES
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor, emulate: bool) -> torch.Tensor:
+    if emulate and _emulable(a, b):
+        return bf16_matmul_emulated(a, b)
+    return a @ b
+
+
+def newton_schulz(
+    g: torch.Tensor, steps: int, dtype: torch.dtype = torch.bfloat16, emulate_bf16: Optional[bool] = None
+) -> torch.Tensor:
     """Approximate orthogonalisation ``U S' V^T`` of a batch of matrices (quintic Newton–Schulz).
 
     Args:
@@ -128,10 +221,15 @@ def newton_schulz(g: torch.Tensor, steps: int, dtype: torch.dtype = torch.bfloat
         steps: number of iterations (5 in the released models; 0 = Frobenius normalisation only).
         dtype: compute dtype. ``torch.bfloat16`` reproduces the reference (its result is bf16);
             ``torch.float32`` is the accurate variant.
+        emulate_bf16: compute the CPU bf16 products with :func:`bf16_matmul_emulated` (bit-identical,
+            faster); ``None`` = where :func:`bf16_emulation_available`. Ignored off CPU / for fp32.
 
     Returns:
         ``[N, r, c]`` in ``dtype``.
     """
+    emulate = dtype == torch.bfloat16 and g.device.type == "cpu" and not (torch.is_grad_enabled() and g.requires_grad)
+    if emulate:
+        emulate = bf16_emulation_available() if emulate_bf16 is None else emulate_bf16
     x = g.to(dtype)
     transposed = g.size(1) > g.size(2)
     if transposed:
@@ -140,16 +238,25 @@ def newton_schulz(g: torch.Tensor, steps: int, dtype: torch.dtype = torch.bfloat
     for _ in range(steps):
         gram = x @ x.transpose(1, 2)
         # ``_NS_C * gram @ gram`` groups as ``(_NS_C * gram) @ gram``, the reference's order.
-        poly = _NS_B * gram + _NS_C * gram @ gram
-        x = _NS_A * x + poly @ x
+        poly = _NS_B * gram + _matmul(_NS_C * gram, gram, emulate)
+        x = _NS_A * x + _matmul(poly, x, emulate)
     if transposed:
         x = x.transpose(1, 2)
     return x
 
 
 def fast_weight_apply(weights: FastWeights, q: torch.Tensor) -> torch.Tensor:
-    """Evaluate the SwiGLU fast weights: ``[N, L, d] -> [N, L, d]``."""
-    return (F.silu(q @ weights.w0) * (q @ weights.w2)) @ weights.w1
+    """Evaluate the SwiGLU fast weights: ``[N, L, d] -> [N, L, d]``.
+
+    Without autograd, ``silu`` and the gating product run in place: the same values with one
+    ``[N, L, d*m]`` intermediate less.
+    """
+    needs_graph = torch.is_grad_enabled() and (q.requires_grad or any(w.requires_grad for w in weights))
+    if needs_graph:
+        return (F.silu(q @ weights.w0) * (q @ weights.w2)) @ weights.w1
+    hidden = F.silu(q @ weights.w0, inplace=True)  # [N, L, dm]
+    hidden.mul_(q @ weights.w2)
+    return hidden @ weights.w1
 
 
 def fast_weight_directions(
@@ -159,6 +266,7 @@ def fast_weight_directions(
     lr: Tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     newton_schulz_steps: int,
     newton_schulz_dtype: torch.dtype,
+    newton_schulz_batching: str = "exact",
 ) -> FastWeights:
     """Orthogonalised descent directions ``U`` of the inner loss on one chunk.
 
@@ -166,6 +274,7 @@ def fast_weight_directions(
         weights: current fast weights.
         k, v: ``[N, C, d]`` keys and values of the chunk.
         lr: per-token learning rates for ``(W0, W1, W2)``, each ``[N, C, 1]``.
+        newton_schulz_batching: ``"exact"``, ``"all"`` or ``"none"`` (module docstring).
     """
     lr0, lr1, lr2 = lr
     gate = k @ weights.w0  # [N, C, dm]
@@ -175,9 +284,22 @@ def fast_weight_directions(
     dhidden = v @ weights.w1.transpose(-1, -2)  # [N, C, dm]
     dup = dhidden * silu_gate
     dgate = silu_derivative_times(dhidden * up, gate)
-    u1 = newton_schulz((hidden * lr1).transpose(-1, -2) @ v, newton_schulz_steps, newton_schulz_dtype)
-    u0 = newton_schulz((k * lr0).transpose(-1, -2) @ dgate, newton_schulz_steps, newton_schulz_dtype)
-    u2 = newton_schulz((k * lr2).transpose(-1, -2) @ dup, newton_schulz_steps, newton_schulz_dtype)
+    g0 = (k * lr0).transpose(-1, -2) @ dgate  # [N, d, dm]
+    g2 = (k * lr2).transpose(-1, -2) @ dup  # [N, d, dm]
+
+    def ns(g):
+        return newton_schulz(g, newton_schulz_steps, newton_schulz_dtype)
+
+    if newton_schulz_batching == "all":
+        g1t = v.transpose(-1, -2) @ (hidden * lr1)  # [N, d, dm]: U1's input, transposed
+        u0, u2, u1t = ns(torch.cat([g0, g2, g1t])).chunk(3)
+        return FastWeights(u0, u1t.transpose(-1, -2), u2)
+    u1 = ns((hidden * lr1).transpose(-1, -2) @ v)  # [N, dm, d]
+    if newton_schulz_batching == "none":
+        return FastWeights(ns(g0), u1, ns(g2))
+    if newton_schulz_batching != "exact":
+        raise ValueError(f"newton_schulz_batching must be one of {NEWTON_SCHULZ_BATCHING}, got {newton_schulz_batching!r}")
+    u0, u2 = ns(torch.cat([g0, g2])).chunk(2)
     return FastWeights(u0, u1, u2)
 
 
@@ -227,6 +349,34 @@ def fast_weight_update(
     return FastWeights(*new), ElasticState(FastWeights(*new_anchors), FastWeights(*new_importances))
 
 
+def fast_weight_step(
+    weights: FastWeights,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    lr: Tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    column_norms: FastWeights,
+    elastic_state: Optional[ElasticState],
+    newton_schulz_steps: int,
+    newton_schulz_dtype: torch.dtype,
+    newton_schulz_batching: str,
+    elastic: ElasticSettings,
+) -> Tuple[FastWeights, Optional[ElasticState]]:
+    """One whole update on a chunk: :func:`fast_weight_directions` then :func:`fast_weight_update`."""
+    directions = fast_weight_directions(weights, k, v, lr, newton_schulz_steps, newton_schulz_dtype, newton_schulz_batching)
+    return fast_weight_update(weights, directions, column_norms, elastic, elastic_state)
+
+
+_COMPILED_STEP = None
+
+
+def _compiled_fast_weight_step():
+    """:func:`fast_weight_step` through ``torch.compile`` (built once, on first use)."""
+    global _COMPILED_STEP
+    if _COMPILED_STEP is None:
+        _COMPILED_STEP = torch.compile(fast_weight_step, dynamic=False)
+    return _COMPILED_STEP
+
+
 def update_then_apply_schedule(num_update_tokens: int, num_total_tokens: int) -> List[TTTOperation]:
     """The novel-view-synthesis schedule: train on the first ``num_update_tokens`` (the input views),
     then apply the final fast weights to every token (inputs and targets)."""
@@ -263,6 +413,8 @@ def lacet_scan(
     elastic: ElasticSettings = ElasticSettings(),
     elastic_state: Optional[ElasticState] = None,
     column_norms: Optional[FastWeights] = None,
+    newton_schulz_batching: str = "exact",
+    compile: bool = False,
 ) -> Tuple[torch.Tensor, FastWeights, Optional[ElasticState]]:
     """Run a test-time-training schedule over a sequence.
 
@@ -276,10 +428,12 @@ def lacet_scan(
             weights from *before* its update (shifted block-causal) instead of after.
         elastic, elastic_state: the elastic prior and its state (anchors, importances).
         column_norms: per-column norms to renormalise to; defaults to those of ``weights``.
+        newton_schulz_batching, compile: performance options (module docstring).
 
     Returns:
         ``(outputs [N, L_out, d], final fast weights, final elastic state)``.
     """
+    step_fn = _compiled_fast_weight_step() if compile else fast_weight_step
     if column_norms is None:
         column_norms = weights.map(lambda w: w.detach().norm(dim=1, keepdim=True))
     if elastic_state is not None:
@@ -293,15 +447,18 @@ def lacet_scan(
             if op.update:
                 if op.apply and apply_before_update:
                     outputs.append(fast_weight_apply(weights, q[:, s:e]))
-                directions = fast_weight_directions(
+                weights, elastic_state = step_fn(
                     weights,
                     k[:, s:e],
                     v[:, s:e],
                     (lr[0][:, s:e], lr[1][:, s:e], lr[2][:, s:e]),
+                    column_norms,
+                    elastic_state,
                     newton_schulz_steps,
                     newton_schulz_dtype,
+                    newton_schulz_batching,
+                    elastic,
                 )
-                weights, elastic_state = fast_weight_update(weights, directions, column_norms, elastic, elastic_state)
                 if op.apply and not apply_before_update:
                     outputs.append(fast_weight_apply(weights, q[:, s:e]))
             elif op.apply:
@@ -322,6 +479,8 @@ class LaCETLayer(nn.Module):
         newton_schulz_steps, newton_schulz_dtype: orthogonalisation of the updates.
         apply_before_update: see :func:`lacet_scan`.
         elastic: :class:`ElasticSettings`.
+        newton_schulz_batching, compile: performance options (module docstring; also settable
+            afterwards as attributes, e.g. with :func:`configure_lacet`).
 
     Persistent buffers ``anchor_w{0,1,2}`` and ``importance_w{0,1,2}`` (``[H, ...]``, fp32) hold the
     initial elastic state that ships with a checkpoint.
@@ -339,8 +498,14 @@ class LaCETLayer(nn.Module):
         apply_before_update: bool = False,
         elastic: ElasticSettings = ElasticSettings(),
         initial_importance: float = 1e-6,
+        newton_schulz_batching: str = "exact",
+        compile: bool = False,
     ):
         super().__init__()
+        if newton_schulz_batching not in NEWTON_SCHULZ_BATCHING:
+            raise ValueError(f"newton_schulz_batching must be one of {NEWTON_SCHULZ_BATCHING}, got {newton_schulz_batching!r}")
+        self.newton_schulz_batching = newton_schulz_batching
+        self.compile = compile
         if hidden_size % head_dim != 0:
             raise ValueError(f"hidden_size {hidden_size} is not a multiple of the LaCET head_dim {head_dim}")
         if newton_schulz_dtype not in NEWTON_SCHULZ_DTYPES:
@@ -456,6 +621,8 @@ class LaCETLayer(nn.Module):
             elastic=self.elastic,
             elastic_state=elastic_state if self.elastic.enabled else None,
             column_norms=column_norms,
+            newton_schulz_batching=self.newton_schulz_batching,
+            compile=self.compile,
         )
         return self._merge_heads(out, b), fast_weights, elastic_state
 
@@ -471,3 +638,19 @@ class LaCETLayer(nn.Module):
             f"chunk_size={self.chunk_size}, ns_steps={self.newton_schulz_steps}, ns_dtype={self.newton_schulz_dtype}, "
             f"elastic={self.elastic}"
         )
+
+
+def configure_lacet(module: nn.Module, newton_schulz_batching: Optional[str] = None, compile: Optional[bool] = None) -> int:
+    """Set performance options on every :class:`LaCETLayer` inside ``module`` (``None`` = unchanged).
+
+    Returns the number of layers changed. Example: ``configure_lacet(model, newton_schulz_batching="all")``.
+    """
+    if newton_schulz_batching is not None and newton_schulz_batching not in NEWTON_SCHULZ_BATCHING:
+        raise ValueError(f"newton_schulz_batching must be one of {NEWTON_SCHULZ_BATCHING}, got {newton_schulz_batching!r}")
+    layers = [m for m in module.modules() if isinstance(m, LaCETLayer)]
+    for layer in layers:
+        if newton_schulz_batching is not None:
+            layer.newton_schulz_batching = newton_schulz_batching
+        if compile is not None:
+            layer.compile = compile
+    return len(layers)

@@ -1,0 +1,213 @@
+"""Every optional LaCET fast path equals the default path: bit for bit where claimed, else within a
+stated tolerance (speed itself is measured in benchmarks/, never here)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import modeling.lacet as lacet
+from modeling.lacet import (
+    ElasticSettings,
+    FastWeights,
+    LaCETLayer,
+    TTTOperation,
+    bf16_emulation_available,
+    bf16_matmul_emulated,
+    configure_lacet,
+    fast_weight_apply,
+    fast_weight_directions,
+    newton_schulz,
+)
+
+from conftest import load_oracle_case, official_model_inputs, requires_oracle
+
+needs_emulation = pytest.mark.skipif(
+    not bf16_emulation_available(), reason="this torch/CPU does not use the scalar bf16 kernel that is emulated"
+)
+
+
+def _bf16(*shape, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g) * scale).to(torch.bfloat16)
+
+
+# -- bf16 product emulation -------------------------------------------------------------------------
+
+
+@needs_emulation
+@pytest.mark.parametrize(
+    "m,k,p",
+    [(32, 32, 64), (64, 130, 96), (17, 7, 5), (40, 3, 72), (96, 256, 160)],
+    ids=["oracle", "k-tail", "odd", "k<4", "wide"],
+)
+def test_bf16_matmul_emulation_is_bit_identical_to_torch(m, k, p):
+    """Random operands; the released sizes are covered by the Newton–Schulz-operand test below."""
+    a, b = _bf16(2, m, k, seed=1), _bf16(2, k, p, seed=2, scale=3.0)
+    assert torch.equal(bf16_matmul_emulated(a, b), a @ b)
+
+
+@needs_emulation
+def test_bf16_matmul_emulation_matches_on_newton_schulz_like_operands():
+    """Gram matrices of a Frobenius-normalised ``[768, 1536]`` matrix (the released size): the
+    operands Newton–Schulz multiplies."""
+    x = torch.randn(1, 768, 1536, generator=torch.Generator().manual_seed(3))
+    x = (x / x.norm()).to(torch.bfloat16)
+    gram = x @ x.transpose(1, 2)
+    c_gram = 2.0315 * gram
+    assert torch.equal(bf16_matmul_emulated(c_gram, gram), c_gram @ gram)
+    poly = -4.7750 * gram + c_gram @ gram
+    assert torch.equal(bf16_matmul_emulated(poly, x), poly @ x)
+
+
+@needs_emulation
+@pytest.mark.parametrize("shape", [(1, 256, 512), (1, 512, 256), (3, 32, 64)], ids=["wide", "tall-transposed", "oracle"])
+def test_newton_schulz_with_emulation_is_bit_identical(shape):
+    g = torch.randn(*shape, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        native = newton_schulz(g, 5, torch.bfloat16, emulate_bf16=False)
+        emulated = newton_schulz(g, 5, torch.bfloat16, emulate_bf16=True)
+    assert emulated.dtype == torch.bfloat16
+    assert torch.equal(native, emulated)
+
+
+def test_emulation_is_never_used_for_fp32_or_autograd():
+    g = torch.randn(1, 32, 64, requires_grad=True)
+    calls = []
+    original = lacet.bf16_matmul_emulated
+    lacet.bf16_matmul_emulated = lambda a, b: calls.append(1) or original(a, b)
+    try:
+        newton_schulz(g, 2, torch.float32, emulate_bf16=True)
+        out = newton_schulz(g, 2, torch.bfloat16, emulate_bf16=True)  # grad enabled, g requires grad
+        out.float().sum().backward()
+    finally:
+        lacet.bf16_matmul_emulated = original
+    assert calls == []
+    assert g.grad is not None
+
+
+@requires_oracle
+@needs_emulation
+def test_oracle_bf16_output_identical_with_and_without_emulation(monkeypatch):
+    from conversion import convert_official
+
+    case = load_oracle_case("lvsm4d_lacet_sema_si_4chunks")
+    model = convert_official(case["checkpoint"], case["config"])
+    inputs = official_model_inputs(case, model.config.max_frames)
+    calls = []
+    original = lacet.bf16_matmul_emulated
+    monkeypatch.setattr(lacet, "bf16_matmul_emulated", lambda a, b: calls.append(1) or original(a, b))
+    with torch.no_grad():
+        emulated = model(**inputs).images
+        monkeypatch.setattr(lacet, "_EMULATION_AGREES", False)
+        native = model(**inputs).images
+    assert calls, "the default bf16 path should use the emulation on this CPU"
+    assert torch.equal(emulated, native)
+    assert torch.equal(emulated, case["main"]["output.images"])
+
+
+# -- Newton–Schulz batching ---------------------------------------------------------------------------
+
+
+def _chunk(n=2, c=48, d=32, dm=64, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    w = FastWeights(torch.randn(n, d, dm, generator=g) * 0.25, torch.randn(n, dm, d, generator=g) * 0.18, torch.randn(n, d, dm, generator=g) * 0.25)
+    k = torch.nn.functional.normalize(torch.randn(n, c, d, generator=g), dim=-1)
+    v = torch.randn(n, c, d, generator=g)
+    lr = tuple(torch.rand(n, c, 1, generator=g) * 0.02 for _ in range(3))
+    return w, k, v, lr
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("sizes", [(32, 64), (96, 192), (64, 32)], ids=["oracle", "wider", "inter<1"])
+def test_exact_batching_is_bit_identical_to_separate_calls(dtype, sizes):
+    d, dm = sizes
+    w, k, v, lr = _chunk(d=d, dm=dm)
+    with torch.no_grad():
+        separate = fast_weight_directions(w, k, v, lr, 5, dtype, "none")
+        batched = fast_weight_directions(w, k, v, lr, 5, dtype, "exact")
+    for a, b in zip(separate, batched):
+        assert torch.equal(a, b)
+
+
+def test_all_batching_matches_in_fp32():
+    """``"all"`` transposes U1's input: the same mathematics, another summation order (fp32: ~1e-6)."""
+    w, k, v, lr = _chunk(d=96, dm=192)
+    with torch.no_grad():
+        separate = fast_weight_directions(w, k, v, lr, 5, torch.float32, "none")
+        batched = fast_weight_directions(w, k, v, lr, 5, torch.float32, "all")
+    for a, b in zip(separate, batched):
+        assert a.shape == b.shape
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+
+
+def test_unknown_batching_is_rejected():
+    w, k, v, lr = _chunk()
+    with pytest.raises(ValueError, match="newton_schulz_batching"):
+        fast_weight_directions(w, k, v, lr, 1, torch.float32, "sometimes")
+    with pytest.raises(ValueError, match="newton_schulz_batching"):
+        LaCETLayer(64, 32, newton_schulz_batching="sometimes")
+
+
+# -- layer-level options ------------------------------------------------------------------------------
+
+
+def _layer(**kw):
+    torch.manual_seed(0)
+    layer = LaCETLayer(64, 32, chunk_size=16, elastic=ElasticSettings(enabled=True), **kw)
+    for lin in (layer.to_qkv, layer.c_proj, layer.lr_fc):
+        torch.nn.init.normal_(lin.weight, std=0.3)
+    layer.reset_fast_weights()
+    layer.reset_elastic_buffers()
+    return layer
+
+
+SCHEDULE = [TTTOperation(0, 48, True, False), TTTOperation(0, 64, False, True)]
+
+
+def test_configure_lacet_switches_every_layer_and_all_batching_stays_close():
+    x = torch.randn(2, 64, 64, generator=torch.Generator().manual_seed(6))
+    model = torch.nn.Sequential(_layer(newton_schulz_dtype="float32"), _layer(newton_schulz_dtype="float32"))
+    with torch.no_grad():
+        default = model[0](x, SCHEDULE)[0]
+        assert configure_lacet(model, newton_schulz_batching="all") == 2
+        assert all(m.newton_schulz_batching == "all" for m in model)
+        batched = model[0](x, SCHEDULE)[0]
+    torch.testing.assert_close(batched, default, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError):
+        configure_lacet(model, newton_schulz_batching="bogus")
+
+
+def test_in_place_apply_without_grad_equals_autograd_path():
+    w, _, _, _ = _chunk(n=2, d=32, dm=64)
+    q = torch.randn(2, 40, 32)
+    with torch.no_grad():
+        fast = fast_weight_apply(w, q)
+    w_grad = w.map(lambda t: t.clone().requires_grad_(True))
+    slow = fast_weight_apply(w_grad, q)
+    assert slow.requires_grad
+    assert torch.equal(fast, slow.detach())
+
+
+def test_layer_gradients_unchanged_by_fast_paths():
+    """Training goes through the plain path: the fast paths are inference-only and must not alter gradients."""
+    x = torch.randn(1, 64, 64, generator=torch.Generator().manual_seed(7))
+    grads = []
+    for batching in ("none", "exact"):
+        layer = _layer(newton_schulz_batching=batching)
+        out = layer(x, SCHEDULE)[0]
+        out.square().sum().backward()
+        grads.append([p.grad.clone() for p in layer.parameters()])
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.skipif(os.environ.get("FSM_TEST_COMPILE") != "1", reason="torch.compile takes minutes on CPU; set FSM_TEST_COMPILE=1")
+def test_compiled_update_step_matches_eager():
+    x = torch.randn(1, 64, 64, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        eager = _layer(newton_schulz_dtype="float32")(x, SCHEDULE)[0]
+        compiled = _layer(newton_schulz_dtype="float32", compile=True)(x, SCHEDULE)[0]
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=0)
