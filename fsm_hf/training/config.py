@@ -1,0 +1,268 @@
+"""The finetuning configuration: one flat dataclass, read from YAML and overridden by flags.
+
+Every field of :class:`TrainingConfig` is both a YAML key and a command-line flag
+(``--field value``); flags win over the YAML file, which wins over the defaults. The defaults
+are the paper's finetuning recipe (official ``fsm_lvsm_finetune.yaml``): AdamW (0.9, 0.95),
+weight decay 0.05 on matrices, cosine schedule with warm-up, clipping at 1.0 after a warm-up
+with steps skipped above a gradient-norm threshold, MSE + 0.5 LPIPS after an L2-only warm-up,
+bf16 autocast on GPUs, activation checkpointing, 32 input + 32 target views in a window.
+
+Example::
+
+    cfg = load_config(["--config", "configs/tiny_cpu.yaml", "--max_steps", "20"])
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+__all__ = ["TrainingConfig", "build_parser", "load_config", "parse_overrides"]
+
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
+SCHEDULERS = ("cosine", "linear", "constant")
+NORMALIZE_FROM = ("all", "inputs")
+
+
+@dataclass
+class TrainingConfig:
+    """Settings of :func:`fsm_hf.training.train` (each one a YAML key and a ``--flag``).
+
+    Model:
+        model: a preset name (``"tiny"``, ``"fsm-4d-lvsm"``, ...: a fresh random model), an
+            ``FSMPipeline`` folder, a model folder (``config.json``) or a Hub id of either.
+        model_overrides: ``FSMConfig`` fields to override (e.g. the elastic settings
+            ``elastic_lambda``, ``elastic_estimator``, or ``newton_schulz_dtype``). On the command
+            line: ``--model_overrides elastic_lambda=0.3,newton_schulz_dtype=float32``.
+        reset_elastic_buffers: re-create the elastic anchors/importances from the current weights
+            when a run starts (not when it resumes), as the official finetuning does.
+        activation_checkpointing: recompute each block in the backward pass (saves memory).
+
+    Data:
+        data: comma-separated sources with optional repeat ratios, ``"path:2,other:1"``; a path is
+            a scene file, a scene folder or a folder of scenes; ``synthetic`` / ``synthetic:N``
+            (``N`` procedural scenes) / ``synthetic:N:R`` (ratio ``R``). A YAML list also works.
+            As in the official mixer a ratio repeats each scene of its source that many times.
+        image_size: training resolution (square); ``None`` = the model's ``image_size``.
+        num_input_views, num_target_views: views per sample; inputs sorted by time
+            (``sort_by_time``), targets drawn elsewhere in the same temporal window.
+        window_size: consecutive frames a sample's views are drawn from.
+        max_frames: integer time grid of the "training" time convention; ``None`` = the model's.
+        normalize_from: fit pose and time normalisation on ``"all"`` sampled views (the official
+            loader) or on the ``"inputs"`` only (as the pipeline does at inference).
+        synthetic_frames: frames of each procedural scene.
+        cache_images: keep decoded, resized frames in memory (per worker): fast for small data.
+        num_workers: DataLoader worker processes.
+
+    Optimisation:
+        max_steps, batch_size (per process), grad_accum_steps, lr, betas, weight_decay (on
+        parameters with >= 2 dims; 0 on the others), warmup_steps, lr_scheduler,
+        grad_clip_norm, grad_clip_warmup_steps (no clipping / skipping before this step),
+        grad_skip_threshold (skip the step when the norm exceeds it; non-finite norms are always
+        skipped), l2_loss_weight, lpips_loss_weight, l2_warmup_steps (LPIPS off before this step),
+        lpips_net, mixed_precision (``"auto"``: bf16 on CUDA, none on CPU), seed.
+
+    Output:
+        output_dir, save_every (checkpoint period in optimiser steps; 0 = only at the end),
+        keep_checkpoints, log_every, image_every (prediction/target grids; 0 = off), tensorboard,
+        resume (``"latest"`` or a checkpoint path), push_to_hub (a repo id), hub_private.
+    """
+
+    # model
+    model: str = "tiny"
+    model_overrides: Dict[str, Any] = field(default_factory=dict)
+    reset_elastic_buffers: bool = True
+    activation_checkpointing: bool = True
+    # data
+    data: Union[str, List[str]] = "synthetic"
+    image_size: Optional[int] = None
+    num_input_views: int = 32
+    num_target_views: int = 32
+    window_size: int = 256
+    sort_by_time: bool = True
+    max_frames: Optional[int] = None
+    normalize_from: str = "all"
+    synthetic_frames: int = 64
+    cache_images: bool = False
+    num_workers: int = 2
+    # optimisation
+    max_steps: int = 20000
+    batch_size: int = 4
+    grad_accum_steps: int = 1
+    lr: float = 5e-5
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.05
+    warmup_steps: int = 1000
+    lr_scheduler: str = "cosine"
+    grad_clip_norm: float = 1.0
+    grad_clip_warmup_steps: int = 1000
+    grad_skip_threshold: float = 4.0
+    l2_loss_weight: float = 1.0
+    lpips_loss_weight: float = 0.5
+    l2_warmup_steps: int = 500
+    lpips_net: str = "vgg"
+    mixed_precision: str = "auto"
+    seed: int = 42
+    # output
+    output_dir: str = "fsm-finetune"
+    save_every: int = 1000
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    image_every: int = 1000
+    tensorboard: bool = False
+    resume: Optional[str] = None
+    push_to_hub: Optional[str] = None
+    hub_private: bool = False
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Reject inconsistent values with a message naming the field (expected vs given)."""
+
+        def check(ok: bool, name: str, expected: str):
+            if not ok:
+                raise ValueError(f"TrainingConfig.{name} must be {expected}, got {getattr(self, name)!r}.")
+
+        for name in ("num_input_views", "max_steps", "batch_size", "grad_accum_steps", "window_size", "synthetic_frames"):
+            value = getattr(self, name)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, "a positive integer")
+        for name in ("num_target_views", "warmup_steps", "grad_clip_warmup_steps", "l2_warmup_steps", "num_workers",
+                     "save_every", "log_every", "image_every"):  # fmt: skip
+            value = getattr(self, name)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, name, "an integer >= 0")
+        check(self.keep_checkpoints >= 1, "keep_checkpoints", ">= 1")
+        check(self.lr > 0, "lr", "> 0")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", "two numbers in [0, 1)")
+        check(self.weight_decay >= 0, "weight_decay", ">= 0")
+        check(self.grad_clip_norm > 0, "grad_clip_norm", "> 0")
+        check(self.grad_skip_threshold > 0, "grad_skip_threshold", "> 0")
+        check(self.l2_loss_weight >= 0 and self.lpips_loss_weight >= 0, "lpips_loss_weight", "loss weights >= 0")
+        check(self.mixed_precision in MIXED_PRECISION, "mixed_precision", f"one of {list(MIXED_PRECISION)}")
+        check(self.lr_scheduler in SCHEDULERS, "lr_scheduler", f"one of {list(SCHEDULERS)}")
+        check(self.normalize_from in NORMALIZE_FROM, "normalize_from", f"one of {list(NORMALIZE_FROM)}")
+        check(self.image_size is None or self.image_size >= 1, "image_size", "None or a positive integer")
+        check(self.max_frames is None or self.max_frames >= 2, "max_frames", "None or an integer >= 2")
+        check(isinstance(self.model_overrides, dict), "model_overrides", "a mapping of FSMConfig fields")
+        check(isinstance(self.model, str) and bool(self.model), "model", "a preset name, folder or Hub id (--model)")
+        check(bool(self.data), "data", "at least one data source (--data)")
+        num_views = self.num_input_views + self.num_target_views
+        if num_views > self.window_size:
+            raise ValueError(
+                f"TrainingConfig: num_input_views + num_target_views = {num_views} views do not fit in "
+                f"window_size = {self.window_size} frames."
+            )
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A plain (YAML/JSON-serialisable) dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "TrainingConfig":
+        """Build from a dict, rejecting unknown keys."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown training config key(s) {unknown}; known keys: {sorted(known)}.")
+        return cls(**values)
+
+
+def parse_overrides(text: Union[str, Dict[str, Any], None]) -> Dict[str, Any]:
+    """``"a=1,b=float32"`` (values parsed as YAML scalars) or a dict -> dict."""
+    if text is None:
+        return {}
+    if isinstance(text, dict):
+        return dict(text)
+    import yaml
+
+    out: Dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in str(text).split(","))):
+        if "=" not in item:
+            raise ValueError(f"model_overrides entries must be key=value, got {item!r} (in {text!r}).")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _bool(text: str) -> bool:
+    lowered = str(text).lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {text!r}")
+
+
+def _optional(kind):
+    def parse(text: str):
+        return None if str(text).lower() in ("none", "null", "") else kind(text)
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``finetune.py`` argument parser: ``--config`` plus one flag per :class:`TrainingConfig` field."""
+    parser = argparse.ArgumentParser(
+        prog="finetune.py",
+        description="Finetune an FSM model with Accelerate (accelerate launch finetune.py --config ...). "
+        "Flags override the YAML config, which overrides the defaults (the paper's recipe).",
+    )
+    parser.add_argument("--config", default=None, help="YAML file whose keys are the flags below")
+    defaults = TrainingConfig.__dataclass_fields__
+    for f in dataclasses.fields(TrainingConfig):
+        flag = f"--{f.name}"
+        default = defaults[f.name].default if f.default is not dataclasses.MISSING else "(see docs)"
+        help_text = f"default: {default}"
+        if f.name == "resume":
+            parser.add_argument(flag, nargs="?", const="latest", default=argparse.SUPPRESS,
+                                help="resume from the latest checkpoint in output_dir, or from the given path")  # fmt: skip
+        elif f.name == "betas":
+            parser.add_argument(flag, type=float, nargs=2, default=argparse.SUPPRESS, help=help_text)
+        elif f.name == "model_overrides":
+            parser.add_argument(flag, type=parse_overrides, default=argparse.SUPPRESS,
+                                help="FSMConfig fields, e.g. elastic_lambda=0.3,newton_schulz_dtype=float32")  # fmt: skip
+        elif f.type in ("bool",):
+            parser.add_argument(flag, type=_bool, nargs="?", const=True, default=argparse.SUPPRESS, help=help_text)
+        elif f.type in ("int",):
+            parser.add_argument(flag, type=int, default=argparse.SUPPRESS, help=help_text)
+        elif f.type in ("float",):
+            parser.add_argument(flag, type=float, default=argparse.SUPPRESS, help=help_text)
+        elif f.type == "Optional[int]":
+            parser.add_argument(flag, type=_optional(int), default=argparse.SUPPRESS, help=help_text)
+        elif f.type == "Optional[str]":
+            parser.add_argument(flag, type=_optional(str), default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, default=argparse.SUPPRESS, help=help_text)
+    return parser
+
+
+def load_config(argv: Optional[Sequence[str]] = None) -> TrainingConfig:
+    """Parse ``argv``: defaults <- ``--config`` YAML <- flags; returns a validated :class:`TrainingConfig`."""
+    args = vars(build_parser().parse_args(argv))
+    values: Dict[str, Any] = {}
+    config_path = args.pop("config", None)
+    if config_path is not None:
+        import yaml
+
+        path = Path(config_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Training config not found: {path}")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of training settings, got {type(loaded).__name__}.")
+        values.update(loaded)
+    if "model_overrides" in values:
+        values["model_overrides"] = parse_overrides(values["model_overrides"])
+    if "model_overrides" in args and "model_overrides" in values:  # flags add to / replace YAML entries
+        args["model_overrides"] = {**values["model_overrides"], **args["model_overrides"]}
+    values.update(args)
+    return TrainingConfig.from_dict(values)
+
+
+def config_summary(config: TrainingConfig) -> str:
+    """The config as indented JSON (for logs)."""
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)

@@ -1,0 +1,355 @@
+"""Finetuning with Accelerate: config handling, data sampling, optimiser recipe, checkpoints,
+exact resume, a real 2-process run, and learning on the example clip (tiny model, 32x32, CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import DATA_DIR, REPO_ROOT
+
+CLIP = DATA_DIR / "fZcNop_Aenw_88573338.jsonl"
+
+# A run that takes seconds: 2 layers, 32x32, 2 input + 2 target views, short synthetic clips.
+TINY = [
+    "--config", str(REPO_ROOT / "configs" / "tiny_cpu.yaml"), "--data", "synthetic:2",
+    "--num_input_views", "2", "--num_target_views", "2", "--batch_size", "1",
+    "--synthetic_frames", "8", "--window_size", "8", "--image_every", "0", "--log_every", "1",
+]  # fmt: skip
+
+
+def _log(run: Path):
+    return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+
+
+# ----------------------------------------------------------------------------------------------
+# Config
+# ----------------------------------------------------------------------------------------------
+def test_flags_override_yaml_and_yaml_overrides_defaults(tmp_path):
+    from fsm_hf.training import TrainingConfig, load_config
+
+    cfg = load_config(["--config", str(REPO_ROOT / "configs" / "tiny_cpu.yaml"), "--max_steps", "7", "--lr", "0.01",
+                       "--model_overrides", "elastic_lambda=0.25", "--resume"])  # fmt: skip
+    assert cfg.max_steps == 7 and cfg.lr == 0.01  # flags
+    assert cfg.num_input_views == 4 and cfg.model == "tiny"  # YAML
+    assert cfg.grad_skip_threshold == TrainingConfig().grad_skip_threshold  # default
+    # flags add to the YAML's model overrides; --resume alone means "latest"
+    assert cfg.model_overrides == {"newton_schulz_dtype": "float32", "elastic_lambda": 0.25}
+    assert cfg.resume == "latest"
+    assert load_config(["--resume", "runs/x/checkpoints/checkpoint-00000010"]).resume.endswith("00000010")
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="Unknown training config key"):
+        load_config(["--config", str(bad)])
+    with pytest.raises(ValueError, match="do not fit in window_size"):
+        load_config(["--num_input_views", "8", "--num_target_views", "8", "--window_size", "10"])
+
+
+@pytest.mark.parametrize("name", ["fsm_4d_lvsm_finetune.yaml", "fsm_4d_lvsm_res128_finetune.yaml"])
+def test_release_configs_parse_and_require_model_and_data(name):
+    from fsm_hf.training import load_config
+
+    path = str(REPO_ROOT / "configs" / name)
+    with pytest.raises(ValueError, match="--model"):
+        load_config(["--config", path])
+    cfg = load_config(["--config", path, "--model", "some/pipeline", "--data", "scenes/:2"])
+    assert cfg.lpips_loss_weight == 0.5 and cfg.lr == 5e-5 and cfg.num_input_views == 32
+
+
+def test_paper_recipe_defaults():
+    from fsm_hf.training import TrainingConfig
+
+    cfg = TrainingConfig()
+    assert cfg.betas == [0.9, 0.95] and cfg.weight_decay == 0.05 and cfg.lr_scheduler == "cosine"
+    assert cfg.grad_clip_norm == 1.0 and cfg.grad_skip_threshold == 4.0 and cfg.grad_clip_warmup_steps > 0
+    assert cfg.lpips_loss_weight == 0.5 and cfg.l2_warmup_steps > 0
+    assert cfg.activation_checkpointing and cfg.reset_elastic_buffers and cfg.mixed_precision == "auto"
+    assert cfg.num_input_views == 32 and cfg.num_target_views == 32 and cfg.sort_by_time
+
+
+def test_optimizer_decays_only_matrices_and_schedule_warms_up_then_decays():
+    from fsm_hf import FSMConfig, FSMForNovelViewSynthesis
+    from fsm_hf.training import TrainingConfig
+    from fsm_hf.training.trainer import build_optimizer, build_scheduler
+
+    model = FSMForNovelViewSynthesis(FSMConfig.from_preset("tiny"))
+    cfg = TrainingConfig(max_steps=100, warmup_steps=10, lr=1e-3)
+    opt = build_optimizer(model, cfg)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert opt.defaults["betas"] == (0.9, 0.95)
+    sched = build_scheduler(opt, cfg)
+    lrs = []
+    for _ in range(100):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(5e-4) and lrs[10] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 1e-5  # cosine to zero
+
+
+def test_gradient_clipping_after_warmup_and_step_skipping():
+    from accelerate import Accelerator
+
+    from fsm_hf.training import TrainingConfig
+    from fsm_hf.training.trainer import clip_gradients
+
+    accelerator = Accelerator(cpu=True)
+    layer = torch.nn.Linear(4, 4, bias=False)
+    cfg = TrainingConfig(grad_clip_warmup_steps=10, grad_clip_norm=1.0, grad_skip_threshold=4.0)
+
+    def check(value: float, step: int):
+        layer.weight.grad = torch.full((4, 4), value)  # norm = 4 |value|
+        norm, skip = clip_gradients(accelerator, layer, step, cfg)
+        return norm, skip, layer.weight.grad.norm().item()
+
+    norm, skip, after = check(0.5, step=3)  # warm-up: no clipping, no skipping
+    assert norm == pytest.approx(2.0) and not skip and after == pytest.approx(2.0)
+    norm, skip, after = check(5.0, step=3)
+    assert norm == pytest.approx(20.0) and not skip and after == pytest.approx(20.0)
+    norm, skip, after = check(0.5, step=10)  # clipped to 1, kept
+    assert norm == pytest.approx(2.0) and not skip and after == pytest.approx(1.0, rel=1e-4)
+    norm, skip, _ = check(5.0, step=10)  # above the threshold: skipped
+    assert norm == pytest.approx(20.0) and skip
+    for step in (3, 10):  # a non-finite norm is always skipped
+        assert check(float("nan"), step)[1] and check(float("inf"), step)[1]
+
+
+def test_lpips_requested_without_package_is_a_clear_error():
+    from fsm_hf.training.losses import FSMLoss
+
+    try:
+        import lpips  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="--lpips_loss_weight 0"):
+            FSMLoss(lpips_weight=0.5)
+    else:
+        pytest.skip("lpips is installed here")
+    loss = FSMLoss(lpips_weight=0.0)
+    pred, target = torch.full((1, 2, 3, 16, 16), 0.5), torch.zeros(1, 2, 3, 16, 16)
+    out = loss(pred, target, step=0)
+    assert out.loss.item() == pytest.approx(0.25) and out.lpips is None
+    assert out.psnr.item() == pytest.approx(10 * torch.log10(torch.tensor(4.0)).item(), rel=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+def test_parse_data_spec():
+    from fsm_hf.training.data import parse_data_spec
+
+    a, b, c, d = parse_data_spec("scenes/a.jsonl:2,other,synthetic:16:3, synthetic")
+    assert (a.path, a.ratio) == ("scenes/a.jsonl", 2) and (b.path, b.ratio) == ("other", 1)
+    assert (c.is_synthetic, c.num_scenes, c.ratio) == (True, 16, 3) and d.num_scenes == 8 and d.ratio == 1
+    assert parse_data_spec(["x:4", "y"])[0].ratio == 4
+    with pytest.raises(ValueError, match="positive integer"):
+        parse_data_spec("x:0")
+
+
+def test_view_sampling_follows_the_official_sampler_and_is_deterministic():
+    from fsm_hf.training.data import FSMTrainingDataset, parse_data_spec
+
+    kwargs = dict(image_size=32, num_input_views=4, num_target_views=3, window_size=10, max_frames=64, seed=3, synthetic_frames=24)
+    ds = FSMTrainingDataset(parse_data_spec("synthetic:2:1"), **kwargs)
+    for index in range(20):
+        _, inputs, targets = ds.sample_plan(index)
+        views = inputs + targets
+        assert inputs == sorted(inputs) and len(set(views)) == 7  # sorted inputs, distinct views
+        assert max(views) - min(views) < 10  # one temporal window
+    assert ds.sample_plan(5) == FSMTrainingDataset(parse_data_spec("synthetic:2:1"), **kwargs).sample_plan(5)
+    assert len({tuple(ds.sample_plan(i)[1]) for i in range(20)}) > 10
+
+    sample = ds[0]
+    assert sample["input_images"].shape == (4, 3, 32, 32) and sample["target_images"].shape == (3, 3, 32, 32)
+    assert sample["input_c2w"].shape == (4, 4, 4) and sample["target_fxfycxcy"].shape == (3, 4)
+    times = torch.cat([sample["input_times"], sample["target_times"]])
+    # "training" convention fitted on all sampled views: the earliest view at -1, the latest at +1
+    assert times.min() == -1.0 and times.max() == 1.0
+    # pose normalisation: camera centres within [-1, 1], one of them on the boundary
+    centres = torch.cat([sample["input_c2w"], sample["target_c2w"]])[:, :3, 3]
+    assert centres.abs().max().item() == pytest.approx(1.0, abs=1e-5)
+    assert torch.equal(ds[0]["target_images"], sample["target_images"])
+
+
+def test_mixing_ratios_repeat_scenes():
+    from fsm_hf.training.data import FSMTrainingDataset, parse_data_spec
+
+    ds = FSMTrainingDataset(parse_data_spec("synthetic:1:3,synthetic:1:1"), image_size=32, num_input_views=2,
+                            num_target_views=1, window_size=8, synthetic_frames=8, seed=0)  # fmt: skip
+    assert len(ds) == 4
+    picks = [ds.sample_plan(i)[0] for i in range(400)]
+    assert 0.65 < picks.count(0) / 400 < 0.85  # 3 : 1
+
+
+def test_data_is_the_same_with_worker_processes():
+    from torch.utils.data import DataLoader
+
+    from fsm_hf.training.data import FSMTrainingDataset, ShardedSequentialSampler, parse_data_spec
+
+    ds = FSMTrainingDataset(parse_data_spec("synthetic:2"), image_size=32, num_input_views=2, num_target_views=1,
+                            window_size=8, synthetic_frames=8, seed=1)  # fmt: skip
+    sampler = ShardedSequentialSampler(start=6, rank=1, world_size=2, length=4)
+    assert list(sampler) == [7, 9, 11, 13]
+    serial = list(DataLoader(ds, batch_size=2, sampler=sampler, num_workers=0))
+    parallel = list(DataLoader(ds, batch_size=2, sampler=sampler, num_workers=2))
+    for a, b in zip(serial, parallel):
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------
+def test_crash_during_save_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    from accelerate import Accelerator
+
+    from fsm_hf import FSMConfig, FSMForNovelViewSynthesis
+    from fsm_hf.training.trainer import latest_checkpoint, save_checkpoint
+
+    accelerator = Accelerator(cpu=True)
+    model = FSMForNovelViewSynthesis(FSMConfig.from_preset("tiny"))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model, opt = accelerator.prepare(model, opt)
+    first = save_checkpoint(accelerator, tmp_path, 1, {"note": "first"})
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    real_save = accelerator.save_state
+
+    def crash(output_dir=None, **kwargs):
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / "model.safetensors").write_bytes(b"half written")
+        raise KeyboardInterrupt("killed during save")
+
+    monkeypatch.setattr(accelerator, "save_state", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(accelerator, tmp_path, 2, {})
+    assert latest_checkpoint(tmp_path) == first  # the partial folder is not a checkpoint
+    accelerator.load_state(str(latest_checkpoint(tmp_path)))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, saved[k]), k
+
+    monkeypatch.setattr(accelerator, "save_state", real_save)
+    second = save_checkpoint(accelerator, tmp_path, 2, {}, keep=1)
+    assert latest_checkpoint(tmp_path) == second and not first.exists()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [second.name]  # temp folder cleaned
+    assert json.loads((second / "trainer_state.json").read_text())["step"] == 2
+
+
+def test_resume_continues_exactly_and_final_model_loads_in_pipeline(tmp_path):
+    from fsm_hf import FSMPipeline
+    from fsm_hf.training import load_config, train
+
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    final = train(load_config(TINY + ["--max_steps", "4", "--save_every", "2", "--output_dir", str(full)]))
+    assert sorted(p.name for p in (full / "checkpoints").iterdir()) == ["checkpoint-00000002", "checkpoint-00000004"]
+    # a "crash" after step 2: a new run continues from that checkpoint
+    train(load_config(TINY + ["--max_steps", "4", "--output_dir", str(resumed),
+                              "--resume", str(full / "checkpoints" / "checkpoint-00000002")]))  # fmt: skip
+    a, b = _log(full), _log(resumed)
+    assert [r["step"] for r in b] == [3, 4]
+    assert b[0]["loss"] == a[2]["loss"] and b[1]["loss"] == a[3]["loss"]  # step k+1 identical
+    assert b[0]["lr"] == a[2]["lr"]
+    checksum = [json.loads((run / "ranks" / "rank-0.json").read_text())["checksum"] for run in (full, resumed)]
+    assert checksum[0] == checksum[1]
+
+    # --resume alone picks the latest complete checkpoint of output_dir: nothing left to do at step 4
+    train(load_config(TINY + ["--max_steps", "4", "--output_dir", str(full), "--resume"]))
+    assert len(_log(full)) == 4
+
+    pipe = FSMPipeline.from_pretrained(final)
+    assert pipe.model.config.newton_schulz_dtype == "float32" and list(pipe.config.resolution) == [32, 32]
+    assert (final / "training_config.yaml").is_file() and "max_steps" in (final / "model" / "README.md").read_text()
+    from safetensors.torch import load_file
+
+    ckpt = load_file(str(full / "checkpoints" / "checkpoint-00000004" / "model.safetensors"))
+    for name, value in pipe.model.state_dict().items():
+        assert torch.equal(value, ckpt[name]), name
+
+
+def test_gradient_accumulation_matches_a_larger_batch(tmp_path):
+    from fsm_hf.training import load_config, train
+
+    common = TINY + ["--max_steps", "2", "--warmup_steps", "0", "--save_every", "0"]
+    train(load_config(common + ["--batch_size", "2", "--output_dir", str(tmp_path / "big")]))
+    train(load_config(common + ["--batch_size", "1", "--grad_accum_steps", "2", "--output_dir", str(tmp_path / "acc")]))
+    big, acc = _log(tmp_path / "big"), _log(tmp_path / "acc")
+    assert acc[0]["loss"] == pytest.approx(big[0]["loss"], rel=1e-5)  # same samples
+    assert acc[0]["grad_norm"] == pytest.approx(big[0]["grad_norm"], rel=1e-4)
+    assert acc[1]["loss"] == pytest.approx(big[1]["loss"], rel=1e-4)  # same update
+
+
+def test_elastic_buffers_are_rebuilt_from_the_weights_when_finetuning_starts(tmp_path):
+    from fsm_hf import FSMConfig, FSMForNovelViewSynthesis, FSMPipeline
+    from fsm_hf.training import load_config, train
+
+    model = FSMForNovelViewSynthesis(FSMConfig.from_preset("tiny", newton_schulz_dtype="float32"))
+    with torch.no_grad():
+        for layer in model.fsm.backbone.layers:
+            layer.lacet.anchor_w0.add_(5.0)  # stale buffers, as in a checkpoint from another run
+    FSMPipeline(model=model).save_pretrained(tmp_path / "base")
+    base_w0 = [layer.lacet.w0.detach().float().clone() for layer in model.fsm.backbone.layers]
+
+    for reset in (True, False):
+        out = tmp_path / f"reset_{reset}"
+        final = train(load_config(TINY + ["--model", str(tmp_path / "base"), "--max_steps", "1", "--warmup_steps", "0", "--save_every", "0",
+                                          "--reset_elastic_buffers", str(reset).lower(),
+                                          "--model_overrides", "elastic_lambda=0.25", "--output_dir", str(out)]))  # fmt: skip
+        tuned = FSMPipeline.from_pretrained(final).model
+        assert tuned.config.elastic_lambda == 0.25  # elastic settings are FSMConfig overrides
+        for layer, w0 in zip(tuned.fsm.backbone.layers, base_w0):
+            assert not torch.equal(layer.lacet.w0.float(), w0)  # the weights were trained...
+            # ...and the anchors are the weights finetuning started from (or the stale ones when not reset)
+            assert torch.equal(layer.lacet.anchor_w0, w0 if reset else w0 + 5.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Real runs
+# ----------------------------------------------------------------------------------------------
+def test_two_processes_really_distributed(tmp_path):
+    accelerate = shutil.which("accelerate")
+    if accelerate is None:
+        pytest.skip("accelerate launcher not on PATH")
+    out = tmp_path / "ddp"
+    command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", str(REPO_ROOT / "finetune.py"),
+               *TINY, "--max_steps", "3", "--save_every", "0", "--output_dir", str(out)]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((out / "ranks" / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    assert [r["rank"] for r in ranks] == [0, 1] and all(r["world_size"] == 2 for r in ranks)
+    assert all(r["distributed_type"].endswith("MULTI_CPU") for r in ranks)
+    assert ranks[0]["checksum"] == ranks[1]["checksum"] and all(r["step"] == 3 for r in ranks)
+    assert sorted(p.name for p in (out / "checkpoints" / "checkpoint-00000003").glob("random_states_*.pkl")) == [
+        "random_states_0.pkl", "random_states_1.pkl"]  # fmt: skip
+    assert (out / "final" / "model_index.json").is_file()
+
+
+@pytest.mark.skipif(not CLIP.is_file(), reason="../shared/data example clip is not present")
+def test_training_loss_falls_on_the_example_clip(tmp_path):
+    from fsm_hf.training import load_config, train
+
+    out = tmp_path / "clip"
+    train(load_config([
+        "--config", str(REPO_ROOT / "configs" / "tiny_cpu.yaml"), "--data", str(CLIP), "--num_input_views", "2",
+        "--num_target_views", "2", "--window_size", "8", "--batch_size", "2", "--max_steps", "12", "--warmup_steps", "3", "--lr", "3e-3",
+        "--grad_clip_warmup_steps", "3", "--log_every", "1", "--image_every", "6", "--save_every", "0",
+        "--output_dir", str(out),
+    ]))  # fmt: skip
+    losses = [r["loss"] for r in _log(out)]
+    assert len(losses) == 12 and all(torch.isfinite(torch.tensor(losses)))
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.7 * first, losses
+    assert (out / "samples" / "step-00000006.png").is_file()
