@@ -53,6 +53,7 @@ _LAZY = {
     "generate_model_card": "model_card",
     "push_folder": "hub",
     "push_model_to_hub": "hub",
+    "builtin_model_path": "demo",
 }
 _LAZY.update(_LRM_LAZY)  # FSM-LRM .ply export
 

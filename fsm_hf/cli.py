@@ -32,7 +32,6 @@ conventions:
 #: Subcommands reserved for later (name -> help); they exit with status 2 and say so.
 _NOT_YET = {
     "eval": "evaluate on held-out views with the official protocol",
-    "demo": "launch the Gradio demo",
 }
 
 
@@ -139,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--private", action="store_true", help="create the repository as private")
     push.add_argument("--revision", default=None, help="branch to push to")
 
+    from .demo import DEMO_DESCRIPTION, add_demo_arguments  # light: no torch at import
+
+    add_demo_arguments(sub.add_parser(
+        "demo", help="run the built-in model on held-out procedural 4D scenes (scores, video, figure)",
+        description=DEMO_DESCRIPTION,
+    ))  # fmt: skip
+
     for name, text in _NOT_YET.items():
         stub = sub.add_parser(name, help=f"{text} (not implemented yet)", add_help=False)
         stub.add_argument("args", nargs=argparse.REMAINDER)
@@ -244,7 +250,16 @@ def _cmd_push(args) -> int:
     return 0
 
 
-_COMMANDS = {"render": _cmd_render, "reconstruct": _cmd_reconstruct, "convert": _cmd_convert, "push": _cmd_push}
+def _cmd_demo(args) -> int:
+    from .demo import run_from_args
+
+    return run_from_args(args)
+
+
+_COMMANDS = {
+    "render": _cmd_render, "reconstruct": _cmd_reconstruct, "convert": _cmd_convert, "push": _cmd_push,
+    "demo": _cmd_demo,
+}  # fmt: skip
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -136,7 +136,7 @@ def test_push_without_hub_module_exits_2(monkeypatch, tmp_path, capsys):
     assert "not available yet" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["eval", "demo"])
+@pytest.mark.parametrize("command", ["eval"])
 def test_unimplemented_commands_exit_2(command, capsys):
     assert main([command, "--num-input-views", "8,16"]) == 2
     assert "not implemented yet" in capsys.readouterr().err

@@ -1,0 +1,115 @@
+"""The built-in model (fsm_hf/assets/fsm-demo) and ``fsm demo``: files, held-out seeds, and quality.
+
+The quality check runs the shipped model on two held-out procedural scenes: it must beat the
+nearest-input-frame baseline by at least 3 dB PSNR, with that baseline below 20 dB.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from PIL import Image
+
+import fsm_hf
+from fsm_hf import demo
+from fsm_hf.cli import main as cli_main
+from fsm_hf.training.data import FSMTrainingDataset, parse_data_spec
+
+MODEL_DIR = fsm_hf.builtin_model_path()
+GAIN_THRESHOLD_DB = 3.0
+BASELINE_CEILING_DB = 20.0
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """One demo run on two small held-out scenes (shared by the checks below)."""
+    output_dir = tmp_path_factory.mktemp("fsm-demo")
+    lines = []
+    result = demo.run_demo(num_scenes=2, device="cpu", output_dir=output_dir, video_frames=8, log=lines.append)
+    return result, output_dir, "\n".join(lines)
+
+
+def test_builtin_model_is_a_small_lacet_pipeline():
+    assert MODEL_DIR.name == demo.BUILTIN_MODEL_NAME and MODEL_DIR.parent.name == "assets"
+    weights = MODEL_DIR / "model" / "model.safetensors"
+    assert weights.is_file() and weights.stat().st_size < 20 * 1024 * 1024
+    index = json.loads((MODEL_DIR / "model_index.json").read_text())
+    assert index["model"] == ["fsm_hf", "FSMForNovelViewSynthesis"]
+    assert index["time_convention"] == "training"  # the scenes' times are continuous, as in training
+    config = json.loads((MODEL_DIR / "model" / "config.json").read_text())
+    assert config["use_time"] is True
+    assert config["elastic_enabled"] is True
+    assert (config["elastic_estimator"], config["elastic_anchor_policy"]) == ("si", "streaming-ema")
+    assert config["newton_schulz_dtype"] == "float32"
+    card = (MODEL_DIR / "model" / "README.md").read_text()
+    assert "finetune.py --config configs/demo_model.yaml" in card
+    assert "nearest-input-frame baseline" in card
+
+
+def test_training_scenes_are_disjoint_from_the_demo_scenes():
+    """The shipped model's recorded training config only ever generates seeds below the demo's range."""
+    record = yaml.safe_load((MODEL_DIR / "training_config.yaml").read_text())
+    assert record["data"].startswith("synthetic")
+    dataset = FSMTrainingDataset(
+        parse_data_spec(record["data"]), record["image_size"], record["num_input_views"], record["num_target_views"],
+        window_size=record["window_size"], seed=record["seed"], synthetic_frames=record["synthetic_frames"],
+    )  # fmt: skip
+    seeds = [entry.synthetic_seed for entry in dataset.entries]
+    assert len(seeds) == len(set(seeds)) > 0
+    assert max(seeds) < demo.HELD_OUT_SEED_START
+    with pytest.raises(ValueError, match="training scenes"):
+        demo.run_demo(num_scenes=1, seed=demo.HELD_OUT_SEED_START - 1, log=None)
+
+
+def test_demo_writes_video_figure_and_metrics(demo_run):
+    result, output_dir, text = demo_run
+    assert len(result.scenes) == 2 and [s.seed for s in result.scenes] == [10_000, 10_001]
+    video = output_dir / "space_time.mp4"
+    assert result.files["video"] in (str(video), str(video.with_suffix(".gif")))
+    with open(result.files["video"], "rb") as f:
+        assert len(f.read()) > 1000
+    with Image.open(output_dir / "comparison.png") as figure:  # 2 scenes x 4 rows of 64 px (x2) cells
+        assert figure.height >= 8 * 128 and figure.width > 8 * 128
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["mean"]["psnr"] == pytest.approx(result.psnr)
+    assert metrics["mean"]["gain_db"] == pytest.approx(result.gain_db)
+    for needle in ("FSM PSNR", "baseline PSNR", "gain", "mean", "Done in"):
+        assert needle in text
+
+
+def test_demo_beats_the_nearest_input_frame_baseline(demo_run):
+    result, _, text = demo_run
+    assert result.baseline_psnr < BASELINE_CEILING_DB
+    assert result.gain_db >= GAIN_THRESHOLD_DB, text
+    assert all(scene.baseline_psnr < BASELINE_CEILING_DB for scene in result.scenes)
+    assert f"{result.psnr:.2f}" in text and f"{result.baseline_psnr:.2f}" in text
+
+
+def test_demo_scores_match_the_metrics_module():
+    """The demo's numbers are psnr/ssim of the pipeline's renders against the scene's ground truth."""
+    from fsm_hf.metrics import psnr
+    from fsm_hf.synthetic import generate_scene
+
+    pipe = fsm_hf.FSMPipeline.from_pretrained(MODEL_DIR)
+    scores = demo.evaluate_scenes(pipe, [10_002], num_target_views=2)
+    scene = generate_scene(10_002, demo.DEMO_NUM_FRAMES, 64, 64)
+    inputs, targets = scene.split(pipe.config.num_input_views, 2, seed=demo.SPLIT_SEED)
+    rendered = pipe(
+        inputs.images, demo._cameras(inputs), inputs.times, demo._cameras(targets), targets.times,
+        time_convention="training", output_type="pt",
+    ).images  # fmt: skip
+    assert scores[0].psnr == pytest.approx(psnr(rendered, targets.images).mean().item(), abs=1e-4)
+
+
+def test_cli_demo_forwards_its_options(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda *a, **k: calls.append((a, k)))
+    code = cli_main(["demo", "--num-scenes", "2", "--seed", "10005", "--device", "cpu", "--output-dir", str(tmp_path)])
+    assert code == 0
+    assert calls == [((2, 10005, "cpu", str(tmp_path)), {"model_path": None, "num_target_views": 8})]
+
+
+def test_builtin_model_path_is_exported():
+    assert fsm_hf.builtin_model_path() == demo.builtin_model_path()
