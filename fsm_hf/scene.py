@@ -405,6 +405,26 @@ def _warn_missing(missing: List[str], path: Path) -> None:
         warnings.warn(f"{path}: skipped {len(missing)} frame(s) whose image file is missing: {shown}", stacklevel=3)
 
 
+def _existing_frame_images(frames: List[dict], keys: Sequence[str], path: Path) -> Tuple[List[int], List[Path]]:
+    """``(positions, image paths)`` of the frames whose image file exists (each frame must have ``keys``).
+
+    Missing files are skipped with one warning; none existing is an error.
+    """
+    kept, images, missing = [], [], []
+    for i, frame in enumerate(frames):
+        _require(frame, keys, path, i)
+        image = _resolve_image(path.parent, str(frame["file_path"]))
+        if image is None:
+            missing.append(str(frame["file_path"]))
+            continue
+        kept.append(i)
+        images.append(image)
+    _warn_missing(missing, path)
+    if not kept:
+        raise FileNotFoundError(f"{path}: none of the {len(frames)} frames' image files exist.")
+    return kept, images
+
+
 def _times_from(values: List[Optional[float]], key: str, path: Path) -> Optional[torch.Tensor]:
     present = [v is not None for v in values]
     if not any(present):
@@ -493,18 +513,7 @@ def _read_transforms(
         raise ValueError(f"{path}: expected a JSON object with 'frames' (transforms.json format).")
     frames = _frames_of(meta, path)
 
-    kept, images, missing = [], [], []
-    for i, frame in enumerate(frames):
-        _require(frame, ("file_path", "transform_matrix"), path, i)
-        image = _resolve_image(path.parent, str(frame["file_path"]))
-        if image is None:
-            missing.append(str(frame["file_path"]))
-            continue
-        kept.append(i)
-        images.append(image)
-    _warn_missing(missing, path)
-    if not kept:
-        raise FileNotFoundError(f"{path}: none of the {len(frames)} frames' image files exist.")
+    kept, images = _existing_frame_images(frames, ("file_path", "transform_matrix"), path)
 
     def get(frame: dict, key: str, default: Any = None) -> Any:
         return frame.get(key, meta.get(key, default))
@@ -562,18 +571,7 @@ _TRAILING_INT = re.compile(r"_(\d+)$")
 def _read_opencv_cameras(path: Path, background: Union[str, Sequence[float]] = "white", **_: Any) -> Scene:
     meta = _read_json(path)
     frames = _frames_of(meta, path)
-    kept, images, missing = [], [], []
-    for i, frame in enumerate(frames):
-        _require(frame, ("w2c", "fx", "fy", "cx", "cy", "file_path"), path, i)
-        image = _resolve_image(path.parent, str(frame["file_path"]))
-        if image is None:
-            missing.append(str(frame["file_path"]))
-            continue
-        kept.append(i)
-        images.append(image)
-    _warn_missing(missing, path)
-    if not kept:
-        raise FileNotFoundError(f"{path}: none of the {len(frames)} frames' image files exist.")
+    kept, images = _existing_frame_images(frames, ("w2c", "fx", "fy", "cx", "cy", "file_path"), path)
     if all("h" in frames[i] and "w" in frames[i] for i in kept):
         height, width = _one_size([(int(frames[i]["h"]), int(frames[i]["w"])) for i in kept], path)
     else:
