@@ -12,6 +12,8 @@ Sections:
    one full forward (goal: < 5% at 32 input views).
 3. ``views`` (``--view-scaling 8,16,32,...``): forward latency and peak memory vs input views; OOM is
    caught and reported. ``--max-views-per-batch`` selects the memory-bounded path.
+   ``bench_view_scaling.py`` runs both paths side by side, fits the per-view memory slope and
+   extrapolates (or, on CUDA, measures) the largest view count in a memory budget.
 
 ``--reference PATH``: the same workloads through the official code on identical weights and
 inputs (official model built from the YAML, its state dict converted into ours), repetitions

@@ -1,4 +1,4 @@
-"""The ``fsm`` command line: render videos, reconstruct memories, convert and publish checkpoints.
+"""The ``fsm`` command line: render videos, reconstruct memories, evaluate, convert and publish checkpoints.
 
 This is the one top-layer module inside ``fsm_hf`` (DESIGN §1): it imports ``conversion`` lazily,
 inside ``fsm convert``, and everything heavy (torch, diffusers, video I/O) inside the subcommand
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 __all__ = ["build_parser", "main"]
@@ -30,9 +31,41 @@ conventions:
 """
 
 #: Subcommands reserved for later (name -> help); they exit with status 2 and say so.
-_NOT_YET = {
-    "eval": "evaluate on held-out views with the official protocol",
-}
+_NOT_YET: dict = {}
+
+_EVAL_DESCRIPTION = """\
+Test-time scaling evaluation: for every scene, number of input views V and setting, reconstruct
+from V input frames and score held-out frames against the ground truth (per-image PSNR, SSIM, and
+LPIPS when the lpips package is installed). Prints the table and writes summary.json,
+per_scene.csv and scaling.png (quality vs V, log2 axis, one line per setting) to --output-dir."""
+
+_EVAL_EPILOG = """\
+scenes (--scenes SPEC [SPEC ...]):
+  PATH        a scene file or folder, or a folder of scenes (formats: see 'fsm --help').
+  synthetic:N[@SEED][xFRAMES]
+              N procedural 4D scenes (fsm_hf.synthetic) with seeds SEED, SEED+1, ... and FRAMES frames
+              each, rendered at the processing resolution. SEED defaults to 10000, the first seed held
+              out from the built-in model's training (lower seeds are refused with --model builtin);
+              FRAMES defaults to enough frames for the largest setting, at least --window-size.
+              Examples: synthetic:4   synthetic:2@10100x512
+
+settings (--settings):
+  sparse      V inputs spread evenly over the first --window-size frames (first and last included),
+              --num-target-views targets evenly between them.
+  continuous  the same split over the first V + --num-target-views consecutive frames (a dense clip
+              with targets held out in between).
+  Splits are fixed (the window starts at frame 0). A scene too short for a setting is an error
+  before anything runs; --skip-short-scenes skips it for that setting instead.
+
+time (--time-convention):
+  auto (default)      synthetic scenes: "training" (their times are continuous in [0, 1], min-max
+                      rescaled over the inputs); scene files: the checkpoint's convention.
+  official_inference  integer frame indices, t = frame_idx % max_frames (released checkpoints).
+  training            the scene's timestamps, min-max rescaled over the inputs.
+
+example:
+  fsm eval --model builtin --scenes synthetic:4x256 --num-input-views 4,8,16,32,64 --output-dir eval-out
+"""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -46,6 +79,29 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def _view_counts(text: str) -> list:
+    """``"8,16,32"`` -> ``[8, 16, 32]`` (sorted, unique, each >= 2)."""
+    counts = []
+    for part in text.split(","):
+        try:
+            value = int(part.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 8,16,32, got {text!r}") from None
+        if value < 2:
+            raise argparse.ArgumentTypeError(f"every input-view count must be >= 2 (a reconstruction needs two views), got {value}")
+        counts.append(value)
+    return sorted(set(counts))
+
+
+def _eval_settings(text: str) -> list:
+    """``"sparse,continuous"`` -> ``["sparse", "continuous"]`` (known settings only)."""
+    names = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [name for name in names if name not in ("sparse", "continuous")]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"settings must be among sparse,continuous; got {text!r}")
+    return names
 
 
 def _add_model_and_scene(parser: argparse.ArgumentParser) -> None:
@@ -79,8 +135,62 @@ def _add_model_and_scene(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("model and scenes")
+    group.add_argument(
+        "--model", required=True,
+        help="pipeline folder (model_index.json + model/), Hub id, or 'builtin' (the model of 'fsm demo')",
+    )  # fmt: skip
+    group.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    group.add_argument(
+        "--scenes", "--data", dest="scenes", nargs="+", required=True, metavar="SPEC",
+        help="scene files/folders and synthetic:N[@SEED][xFRAMES] specs (see 'scenes' below)",
+    )  # fmt: skip
+    group.add_argument("--device", default="auto", help="torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available)")
+    group.add_argument(
+        "--ns-dtype", choices=("float32", "bfloat16"), default=None, help="Newton-Schulz dtype (default: checkpoint's)"
+    )
+    protocol = parser.add_argument_group("protocol")
+    protocol.add_argument(
+        "--num-input-views", type=_view_counts, default=_view_counts("8,16,32,64,128"), metavar="V1,V2,...",
+        help="input-view counts to evaluate, comma-separated, each >= 2 (default 8,16,32,64,128)",
+    )  # fmt: skip
+    protocol.add_argument("--num-target-views", type=_positive_int, default=8, help="held-out targets per scene (default 8)")
+    protocol.add_argument(
+        "--settings", type=_eval_settings, default=["sparse", "continuous"], metavar="S1,S2",
+        help="sparse and/or continuous, comma-separated (default both; see 'settings' below)",
+    )  # fmt: skip
+    protocol.add_argument("--window-size", type=_positive_int, default=256, help="frames the sparse setting spans (default 256)")
+    protocol.add_argument(
+        "--resolution", type=_positive_int, default=None,
+        help="processing side in pixels, a multiple of the patch size (default: checkpoint's)",
+    )  # fmt: skip
+    protocol.add_argument(
+        "--time-convention", choices=("auto", "official_inference", "training"), default="auto",
+        help="how timestamps become model time (default auto; see 'time' below)",
+    )  # fmt: skip
+    protocol.add_argument(
+        "--skip-short-scenes", action="store_true",
+        help="skip a scene for the settings it is too short for (default: refuse to start)",
+    )  # fmt: skip
+    protocol.add_argument(
+        "--lpips", action=argparse.BooleanOptionalAction, default=None,
+        help="report LPIPS (--lpips: required, --no-lpips: off; default: when the lpips package is installed)",
+    )  # fmt: skip
+    protocol.add_argument("--lpips-net", choices=("vgg", "alex"), default="vgg", help="LPIPS backbone (default vgg)")
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--max-views-per-batch", type=_positive_int, default=None,
+        help="read the inputs this many views at a time: bounds memory for many input views (same results)",
+    )  # fmt: skip
+    run.add_argument("--batch-size", type=_positive_int, default=8, help="target views rendered per model call (default 8)")
+    run.add_argument("--output-dir", default="fsm-eval-output", help="output folder (default ./fsm-eval-output)")
+    run.add_argument("--no-plot", action="store_true", help="do not write scaling.png")
+    run.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``fsm`` argument parser (subcommands ``render``, ``reconstruct``, ``convert``, ``push``, ``eval``, ``demo``)."""
+    """The ``fsm`` argument parser (subcommands ``render``, ``reconstruct``, ``convert``, ``push``, ``demo``, ``eval``)."""
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="fsm",
@@ -143,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_arguments(sub.add_parser(
         "demo", help="run the built-in model on held-out procedural 4D scenes (scores, video, figure)",
         description=DEMO_DESCRIPTION,
+    ))  # fmt: skip
+
+    _add_eval_arguments(sub.add_parser(
+        "eval", help="test-time scaling evaluation: quality vs number of input views, per setting",
+        description=_EVAL_DESCRIPTION, epilog=_EVAL_EPILOG, formatter_class=formatter,
     ))  # fmt: skip
 
     for name, text in _NOT_YET.items():
@@ -250,6 +365,112 @@ def _cmd_push(args) -> int:
     return 0
 
 
+def _eval_scene_sources(specs):
+    """Parse ``--scenes`` before any work: ``[("synthetic", SyntheticScenes) | ("path", Path)]``."""
+    from .training.evaluation import parse_synthetic_spec
+
+    sources = []
+    for spec in specs:
+        synthetic = parse_synthetic_spec(spec)
+        if synthetic is not None:
+            sources.append(("synthetic", synthetic))
+        elif not Path(spec).exists():
+            raise FileNotFoundError(f"scene {spec!r} does not exist (expected a scene file/folder or synthetic:N[@SEED][xFRAMES]).")
+        else:
+            sources.append(("path", Path(spec)))
+    return sources
+
+
+def _is_builtin_model(model: str) -> bool:
+    """``--model builtin``, or the built-in model's folder given by path."""
+    from .demo import builtin_model_path
+
+    if model == "builtin":
+        return True
+    try:
+        return Path(model).exists() and Path(model).resolve() == builtin_model_path().resolve()
+    except OSError:
+        return False
+
+
+def _cmd_eval(args) -> int:
+    from .training.evaluation import EvaluationSetting, _scene_name, evaluate, format_summary, split_for_setting
+
+    # 1. Everything that can be checked without the model.
+    sources = _eval_scene_sources(args.scenes)
+    builtin = _is_builtin_model(args.model)
+    if builtin:
+        from .demo import HELD_OUT_SEED_START, builtin_model_path
+
+        for _, synthetic in (s for s in sources if s[0] == "synthetic"):
+            if synthetic.seed < HELD_OUT_SEED_START:
+                raise ValueError(
+                    f"synthetic seeds must be >= {HELD_OUT_SEED_START} with the built-in model (lower seeds may be its "
+                    f"training scenes); got @{synthetic.seed}."
+                )
+        if args.model == "builtin":
+            if not (builtin_model_path() / "model_index.json").is_file():
+                raise FileNotFoundError(f"the built-in model is not packaged in this installation ({builtin_model_path()}).")
+            args.model = str(builtin_model_path())
+    conditions = [EvaluationSetting(n, args.num_target_views, s) for s in args.settings for n in args.num_input_views]
+    longest = max(c.num_input_views + c.num_target_views for c in conditions)
+
+    # 2. The model, the processing resolution, the scenes (lazy: nothing rendered or decoded yet).
+    pipe = _load_pipeline(args)
+    height, width = pipe._check_resolution(args.resolution or pipe.config.resolution, pipe.model)
+    scenes = []  # (name, number of frames, scene or lazy synthetic scene)
+    for kind, source in sources:
+        if kind == "synthetic":
+            frames = source.num_frames or max(args.window_size, longest)
+            scenes += [(s.name, len(s), s) for s in source.scenes(height, width, frames)]
+        else:
+            from .scene import load_scene
+            from .training.data import resolve_scenes
+
+            for path in resolve_scenes(source):
+                scene = load_scene(path)
+                scenes.append((_scene_name(scene, len(scenes)), len(scene), scene))
+
+    # 3. Every scene must be long enough for every setting (or be skipped, with --skip-short-scenes).
+    short = []
+    for name, frames, _ in scenes:
+        for condition in conditions:
+            try:
+                split_for_setting(frames, condition, args.window_size)
+            except ValueError:
+                short.append(f"{name} ({frames} frames) for {condition.setting} with {condition.num_input_views} inputs")
+    if short and not args.skip_short_scenes:
+        shown = "; ".join(short[:4]) + (f"; and {len(short) - 4} more" if len(short) > 4 else "")
+        raise ValueError(
+            f"scenes too short: {shown}. A setting needs inputs + targets frames (sparse: within --window-size "
+            f"{args.window_size}). Use fewer --num-input-views, longer scenes (synthetic:NxFRAMES), or --skip-short-scenes."
+        )
+
+    # 4. Evaluate, write, plot, print.
+    lpips = "auto" if args.lpips is None else args.lpips
+    try:
+        result = evaluate(
+            pipe, [scene for _, _, scene in scenes], args.num_input_views, args.num_target_views, args.settings,
+            window_size=args.window_size, resolution=(height, width), time_convention=args.time_convention,
+            lpips=lpips, lpips_net=args.lpips_net, batch_size=args.batch_size,
+            max_views_per_batch=args.max_views_per_batch, output_dir=args.output_dir, progress=not args.no_progress,
+        )  # fmt: skip
+    except ImportError as err:  # --lpips without the package
+        return _error("eval", str(err))
+    print(format_summary(result))
+    written = ["summary.json", "per_scene.csv"]
+    if not args.no_plot:
+        from .training.plots import plot_scaling
+
+        try:
+            plot_scaling(result, Path(args.output_dir) / "scaling.png")
+            written.append("scaling.png")
+        except ImportError as err:
+            print(f"fsm eval: warning: no scaling.png ({err})", file=sys.stderr)
+    print(f"Wrote {', '.join(written)} to {args.output_dir}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .demo import run_from_args
 
@@ -258,7 +479,7 @@ def _cmd_demo(args) -> int:
 
 _COMMANDS = {
     "render": _cmd_render, "reconstruct": _cmd_reconstruct, "convert": _cmd_convert, "push": _cmd_push,
-    "demo": _cmd_demo,
+    "demo": _cmd_demo, "eval": _cmd_eval,
 }  # fmt: skip
 
 

@@ -136,10 +136,13 @@ def test_push_without_hub_module_exits_2(monkeypatch, tmp_path, capsys):
     assert "not available yet" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["eval"])
-def test_unimplemented_commands_exit_2(command, capsys):
-    assert main([command, "--num-input-views", "8,16"]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+def test_eval_is_implemented(capsys):
+    """``fsm eval`` is a real subcommand now (its behaviour: tests/test_eval_cli.py)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "not implemented" not in text and "synthetic:N[@SEED][xFRAMES]" in text
 
 
 def test_help_explains_conventions(capsys):

@@ -4,7 +4,8 @@ Light to import: Accelerate, the datasets and the metrics load inside the functi
 
 * :func:`main` / :func:`train` with :class:`TrainingConfig` (``fsm_hf.training.trainer``).
 * :func:`evaluate`: per-image PSNR / SSIM / LPIPS on fixed input/target splits, JSON + CSV
-  (``fsm_hf.training.evaluation``).
+  (``fsm_hf.training.evaluation``); :func:`plot_scaling`: metrics vs number of input views as PNG
+  (``fsm_hf.training.plots``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _LAZY = {
     "save_checkpoint": "trainer",
     "evaluate": "evaluation",
     "EvaluationSetting": "evaluation",
+    "plot_scaling": "plots",
     "FSMTrainingDataset": "data",
     "parse_data_spec": "data",
     "FSMLoss": "losses",

@@ -11,8 +11,11 @@ For every scene and every requested number of input views ``V`` and setting:
 The splits are deterministic (no random window start, unlike the official inference loader,
 whose window start is random). Inputs and targets go through :class:`~fsm_hf.FSMPipeline`:
 resize-to-cover + centre crop, pose normalisation fitted on the inputs, and time in the
-``"official_inference"`` convention by default (``t = frame_idx % max_frames``, the scene's frame
-indices being the timestamps), so numbers are comparable with the official evaluation. Ground
+pipeline's convention by default (``"official_inference"`` for released checkpoints:
+``t = frame_idx % max_frames``, the scene's frame indices being the timestamps), so numbers are
+comparable with the official evaluation. ``time_convention="auto"`` picks per scene: ``"training"``
+(the scene's own times, min-max rescaled over the inputs) for procedural scenes
+(:mod:`fsm_hf.synthetic`, continuous times in ``[0, 1]``), the pipeline's convention otherwise. Ground
 truth goes through the same resize and crop. Metrics are per image (:mod:`fsm_hf.metrics`: PSNR,
 SSIM with the 11-px Gaussian window, LPIPS when the optional package is installed); summaries
 average over images, as the official evaluation does.
@@ -27,6 +30,7 @@ import csv
 import json
 import math
 import os
+import re
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,9 +38,21 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 
-__all__ = ["EVAL_SETTINGS", "EvaluationSetting", "evaluate", "split_for_setting"]
+__all__ = [
+    "EVAL_SETTINGS",
+    "TIME_CONVENTIONS",
+    "EvaluationSetting",
+    "SyntheticScenes",
+    "evaluate",
+    "format_summary",
+    "parse_synthetic_spec",
+    "split_for_setting",
+    "write_results",
+]
 
 EVAL_SETTINGS = ("sparse", "continuous")
+#: Accepted ``time_convention`` values of :func:`evaluate` (``"auto"``: per scene, see the module docstring).
+TIME_CONVENTIONS = ("auto", "official_inference", "training")
 
 
 @dataclass(frozen=True)
@@ -65,8 +81,84 @@ def split_for_setting(num_frames: int, setting: EvaluationSetting, window_size: 
     return split_input_target(num_frames, setting.num_input_views, setting.num_target_views, "evenly", 0, window)
 
 
+@dataclass(frozen=True)
+class SyntheticScenes:
+    """``count`` procedural scenes (:func:`fsm_hf.synthetic.generate_scene`) with seeds ``seed``,
+    ``seed + 1``, ...: the parsed form of the spec ``synthetic:N[@SEED][xFRAMES]``.
+
+    ``num_frames`` ``None`` means "not given" (the caller picks a default).
+    """
+
+    count: int
+    seed: int
+    num_frames: Optional[int] = None
+
+    @property
+    def seeds(self) -> List[int]:
+        return list(range(self.seed, self.seed + self.count))
+
+    def scenes(self, height: int, width: int, num_frames: Optional[int] = None) -> List["_LazySyntheticScene"]:
+        """Lazy scenes (rendered on ``to_scene()``) of ``height x width`` pixels."""
+        frames = self.num_frames or num_frames
+        if frames is None:
+            raise ValueError("SyntheticScenes.scenes needs num_frames (the spec gave none).")
+        return [_LazySyntheticScene(seed, frames, height, width) for seed in self.seeds]
+
+
+@dataclass(frozen=True)
+class _LazySyntheticScene:
+    """A procedural scene generated and rendered only when :meth:`to_scene` is called."""
+
+    seed: int
+    num_frames: int
+    height: int
+    width: int
+
+    @property
+    def name(self) -> str:
+        return f"synthetic_{self.seed}"
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def to_scene(self):
+        from ..synthetic import generate_scene
+
+        return generate_scene(self.seed, self.num_frames, self.height, self.width).to_scene()
+
+
+_SYNTHETIC_SPEC = re.compile(r"^synthetic:(?P<count>\d+)(?:@(?P<seed>-?\d+))?(?:x(?P<frames>\d+))?$")
+
+
+def parse_synthetic_spec(spec: str, default_seed: Optional[int] = None) -> Optional[SyntheticScenes]:
+    """``"synthetic:N[@SEED][xFRAMES]"`` -> :class:`SyntheticScenes`; ``None`` for anything not
+    starting with ``synthetic:`` (a path). ``SEED`` defaults to ``default_seed`` (``None``: the
+    first held-out seed of the built-in model, :data:`fsm_hf.demo.HELD_OUT_SEED_START`).
+
+    Examples: ``synthetic:4`` (4 scenes, seeds 10000-10003), ``synthetic:2@10100x256``.
+    """
+    if not spec.startswith("synthetic:"):
+        return None
+    match = _SYNTHETIC_SPEC.match(spec.strip())
+    if match is None:
+        raise ValueError(
+            f"Bad scene spec {spec!r}: expected synthetic:N[@SEED][xFRAMES], e.g. synthetic:4 or synthetic:2@10000x256."
+        )
+    if default_seed is None:
+        from ..demo import HELD_OUT_SEED_START as default_seed
+    count = int(match["count"])
+    frames = int(match["frames"]) if match["frames"] else None
+    if count < 1:
+        raise ValueError(f"Scene spec {spec!r}: the number of scenes must be >= 1.")
+    if frames is not None and frames < 2:
+        raise ValueError(f"Scene spec {spec!r}: scenes need >= 2 frames, got {frames}.")
+    return SyntheticScenes(count, int(match["seed"]) if match["seed"] else default_seed, frames)
+
+
 def _as_scenes(scenes) -> List[Any]:
-    """Scenes, scene paths, folders of scenes, or procedural scenes -> a list of :class:`Scene`."""
+    """Scenes, scene paths, folders of scenes, or procedural scenes -> a list of :class:`Scene` s and
+    objects with ``to_scene()`` (converted one at a time by :func:`evaluate`, so procedural scenes are
+    not all rendered and held in memory at once)."""
     from ..scene import Scene, load_scene
     from .data import resolve_scenes
 
@@ -77,7 +169,7 @@ def _as_scenes(scenes) -> List[Any]:
         if isinstance(item, Scene):
             out.append(item)
         elif hasattr(item, "to_scene"):
-            out.append(item.to_scene())
+            out.append(item)
         elif isinstance(item, (str, os.PathLike)):
             out += [load_scene(p) for p in resolve_scenes(item)]
         else:
@@ -99,6 +191,14 @@ def _timestamps(scene, convention: str) -> torch.Tensor:
     if convention == "official_inference" or scene.times is None:
         return torch.tensor(scene.frame_indices, dtype=torch.float64)
     return scene.times
+
+
+def _scene_convention(scene, requested: str, default: str) -> str:
+    """The time convention of one scene: ``requested``, or for ``"auto"`` ``"training"`` on procedural
+    scenes (continuous times in [0, 1]) and the pipeline's ``default`` elsewhere."""
+    if requested != "auto":
+        return requested
+    return "training" if scene.source.format == "synthetic" and scene.times is not None else default
 
 
 def _lpips_function(lpips: Union[bool, str], net: str):
@@ -134,6 +234,7 @@ def evaluate(
     lpips: Union[bool, str] = "auto",
     lpips_net: str = "vgg",
     batch_size: int = 8,
+    max_views_per_batch: Optional[int] = None,
     output_dir: Optional[Union[str, os.PathLike]] = None,
     progress: bool = False,
 ) -> Dict[str, Any]:
@@ -148,22 +249,27 @@ def evaluate(
         num_target_views: held-out targets per scene.
         settings: ``"sparse"`` and/or ``"continuous"``.
         window_size: frames the sparse setting spreads its views over.
-        resolution, time_convention: pipeline overrides (``None``: the pipeline's config).
+        resolution: pipeline override (``None``: the pipeline's config).
+        time_convention: ``"official_inference"``, ``"training"``, ``"auto"`` (per scene: ``"training"``
+            for procedural scenes, the pipeline's otherwise) or ``None`` (the pipeline's config).
         lpips: ``"auto"`` (reported when the package is installed), ``True`` (required: ImportError
             otherwise) or ``False``.
         batch_size: target views per model call.
+        max_views_per_batch: read the inputs this many views at a time (bounds memory for many
+            input views; same results); ``None``: the pipeline's config.
         output_dir: where to write ``summary.json`` and ``per_scene.csv``.
         progress: show the pipeline's progress bars.
 
     Returns:
         ``{"protocol": {...}, "summary": [one dict per setting: psnr, ssim, lpips, num_images,
-        num_scenes, skipped_scenes], "per_scene": [one dict per scene and setting]}``. Scenes too short
-        for a setting are skipped (listed in ``skipped_scenes``).
+        num_scenes, skipped_scenes], "per_scene": [one dict per scene and setting, with the scene's
+        time convention]}``. Scenes too short for a setting are skipped (listed in ``skipped_scenes``).
     """
     from ..metrics import psnr, ssim
     from ..modeling_fsm import FSMPreTrainedModel
     from ..normalization import resize_and_center_crop
     from ..pipeline_fsm import FSMPipeline
+    from ..scene import Scene
 
     if isinstance(pipeline_or_model, FSMPreTrainedModel):
         pipe = FSMPipeline(model=pipeline_or_model.eval())
@@ -180,15 +286,21 @@ def evaluate(
             raise ValueError(f"settings must be among {EVAL_SETTINGS}, got {condition.setting!r}.")
         if condition.num_input_views < 2 or condition.num_target_views < 1:
             raise ValueError(f"Need >= 2 input views and >= 1 target view, got {condition}.")
-    convention = time_convention or pipe.config.time_convention
+    if time_convention is not None and time_convention not in TIME_CONVENTIONS:
+        raise ValueError(f"time_convention must be one of {TIME_CONVENTIONS} or None, got {time_convention!r}.")
+    requested = time_convention or pipe.config.time_convention
     lpips_fn = _lpips_function(lpips, lpips_net)
     scene_list = _as_scenes(scenes)
 
     per_scene: List[Dict[str, Any]] = []
     per_image: Dict[EvaluationSetting, Dict[str, List[float]]] = {c: {"psnr": [], "ssim": [], "lpips": []} for c in conditions}
     skipped: Dict[EvaluationSetting, List[str]] = {c: [] for c in conditions}
-    for index, scene in enumerate(scene_list):
+    conventions_used = set()
+    for index, item in enumerate(scene_list):
+        scene = item if isinstance(item, Scene) else item.to_scene()
         name = _scene_name(scene, index)
+        convention = _scene_convention(scene, requested, pipe.config.time_convention)
+        conventions_used.add(convention)
         times = _timestamps(scene, convention)
         for condition in conditions:
             try:
@@ -199,7 +311,7 @@ def evaluate(
             # 1. Reconstruct from the inputs (normalisation fitted on them), render the targets.
             memory = pipe.reconstruct(
                 scene.load_images(inputs), scene.cameras.select(inputs), times[inputs],
-                resolution=resolution, time_convention=convention,
+                resolution=resolution, time_convention=convention, max_views_per_batch=max_views_per_batch,
             )  # fmt: skip
             target_cameras = scene.cameras.select(targets)
             pred = pipe.render(memory, target_cameras, times[targets], batch_size=batch_size, output_type="pt").images
@@ -214,6 +326,7 @@ def evaluate(
                 "scene": name, "setting": condition.setting, "num_input_views": condition.num_input_views,
                 "num_target_views": condition.num_target_views, "psnr": _mean(scores["psnr"]),
                 "ssim": _mean(scores["ssim"]), "lpips": _mean(scores["lpips"]), "num_images": len(scores["psnr"]),
+                "time_convention": convention,
                 "input_frames": " ".join(str(scene.frame_indices[i]) for i in inputs),
                 "target_frames": " ".join(str(scene.frame_indices[i]) for i in targets),
             })  # fmt: skip
@@ -229,7 +342,11 @@ def evaluate(
     model_cfg = pipe.model.config
     protocol = {
         "window_size": window_size, "split": "evenly (fixed, window starting at frame 0)",
-        "time_convention": convention, "max_frames": pipe.config.max_frames,
+        "time_convention": (
+            requested if requested != "auto" or len(conventions_used) > 1
+            else next(iter(conventions_used), pipe.config.time_convention)
+        ),
+        "max_frames": pipe.config.max_frames,
         "resolution": list(pipe.config.resolution) if resolution is None else resolution,
         "metrics": {"psnr": "per image, data range 1", "ssim": "11x11 Gaussian window, sigma 1.5",
                     "lpips": f"lpips package, net={lpips_net}" if lpips_fn is not None else "not available"},
@@ -239,6 +356,27 @@ def evaluate(
     if output_dir is not None:
         write_results(result, output_dir)
     return result
+
+
+def format_summary(result: Dict[str, Any]) -> str:
+    """The summary rows of an :func:`evaluate` result as a text table (one row per setting and view count)."""
+
+    def number(value, digits):
+        return "-" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
+
+    header = ["setting", "inputs", "targets", "scenes", "images", "PSNR", "SSIM", "LPIPS"]
+    cells = [
+        [row["setting"], str(row["num_input_views"]), str(row["num_target_views"]), str(row["num_scenes"]),
+         str(row["num_images"]), number(row["psnr"], 2), number(row["ssim"], 4), number(row["lpips"], 4)]
+        for row in result["summary"]
+    ]  # fmt: skip
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))]
+    lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in cells]
+    skipped = [f"{row['name']}: {', '.join(row['skipped_scenes'])}" for row in result["summary"] if row["skipped_scenes"]]
+    if skipped:
+        lines.append("skipped (too short): " + "; ".join(skipped))
+    return "\n".join(lines)
 
 
 def write_results(result: Dict[str, Any], output_dir: Union[str, os.PathLike]) -> Path:
@@ -252,7 +390,7 @@ def write_results(result: Dict[str, Any], output_dir: Union[str, os.PathLike]) -
     summary = {"protocol": result["protocol"], "summary": [{k: clean(v) for k, v in row.items()} for row in result["summary"]]}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     fields = ["scene", "setting", "num_input_views", "num_target_views", "psnr", "ssim", "lpips", "num_images",
-              "input_frames", "target_frames"]  # fmt: skip
+              "time_convention", "input_frames", "target_frames"]  # fmt: skip
     with (folder / "per_scene.csv").open("w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
