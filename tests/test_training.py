@@ -180,6 +180,29 @@ def test_view_sampling_follows_the_official_sampler_and_is_deterministic():
     assert torch.equal(ds[0]["target_images"], sample["target_images"])
 
 
+def test_targets_can_repeat_input_views():
+    """``target_input_views = k``: the last k targets are inputs (LVSM's target_has_input), the rest novel."""
+    from fsm_hf.training import TrainingConfig
+    from fsm_hf.training.data import FSMTrainingDataset, parse_data_spec
+
+    kwargs = dict(image_size=32, num_input_views=4, num_target_views=3, window_size=6, max_frames=64, seed=3, synthetic_frames=24)
+    ds = FSMTrainingDataset(parse_data_spec("synthetic:1"), target_input_views=2, **kwargs)
+    for index in range(20):
+        _, inputs, targets = ds.sample_plan(index)
+        assert len(set(inputs)) == 4 and len(targets) == 3
+        assert targets[0] not in inputs and set(targets[1:]) <= set(inputs) and len(set(targets[1:])) == 2
+        assert max(inputs + targets) - min(inputs + targets) < 6  # 5 distinct frames fit a 6-frame window
+    sample = ds[0]
+    _, inputs, targets = ds.sample_plan(0)
+    repeated = inputs.index(targets[2])
+    assert torch.equal(sample["target_images"][2], sample["input_images"][repeated])
+    assert torch.equal(sample["target_c2w"][2], sample["input_c2w"][repeated])
+    with pytest.raises(ValueError, match="target_input_views"):
+        FSMTrainingDataset(parse_data_spec("synthetic:1"), target_input_views=4, **kwargs)
+    with pytest.raises(ValueError, match="target_input_views"):
+        TrainingConfig(model="tiny", num_input_views=4, num_target_views=3, target_input_views=4)
+
+
 def test_mixing_ratios_repeat_scenes():
     from fsm_hf.training.data import FSMTrainingDataset, parse_data_spec
 

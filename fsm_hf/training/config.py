@@ -50,6 +50,9 @@ class TrainingConfig:
         image_size: training resolution (square); ``None`` = the model's ``image_size``.
         num_input_views, num_target_views: views per sample; inputs sorted by time
             (``sort_by_time``), targets drawn elsewhere in the same temporal window.
+        target_input_views: how many of the targets repeat input views (LVSM's
+            ``target_has_input``; 0 = none, as the official FSM loader). Reconstructing inputs gives a
+            from-scratch model an easy signal to learn view retrieval from.
         window_size: consecutive frames a sample's views are drawn from.
         max_frames: integer time grid of the "training" time convention; ``None`` = the model's.
         normalize_from: fit pose and time normalisation on ``"all"`` sampled views (the official
@@ -82,6 +85,7 @@ class TrainingConfig:
     image_size: Optional[int] = None
     num_input_views: int = 32
     num_target_views: int = 32
+    target_input_views: int = 0
     window_size: int = 256
     sort_by_time: bool = True
     max_frames: Optional[int] = None
@@ -131,7 +135,7 @@ class TrainingConfig:
         for name in ("num_input_views", "max_steps", "batch_size", "grad_accum_steps", "window_size", "synthetic_frames"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, "a positive integer")
-        for name in ("num_target_views", "warmup_steps", "grad_clip_warmup_steps", "l2_warmup_steps", "num_workers",
+        for name in ("num_target_views", "target_input_views", "warmup_steps", "grad_clip_warmup_steps", "l2_warmup_steps", "num_workers",
                      "save_every", "log_every", "image_every"):  # fmt: skip
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, name, "an integer >= 0")
@@ -150,10 +154,14 @@ class TrainingConfig:
         check(isinstance(self.model_overrides, dict), "model_overrides", "a mapping of FSMConfig fields")
         check(isinstance(self.model, str) and bool(self.model), "model", "a preset name, folder or Hub id (--model)")
         check(bool(self.data), "data", "at least one data source (--data)")
-        num_views = self.num_input_views + self.num_target_views
+        check(
+            self.target_input_views <= min(self.num_input_views, self.num_target_views), "target_input_views",
+            "at most min(num_input_views, num_target_views)",
+        )  # fmt: skip
+        num_views = self.num_input_views + self.num_target_views - self.target_input_views
         if num_views > self.window_size:
             raise ValueError(
-                f"TrainingConfig: num_input_views + num_target_views = {num_views} views do not fit in "
+                f"TrainingConfig: num_input_views + num_target_views - target_input_views = {num_views} views do not fit in "
                 f"window_size = {self.window_size} frames."
             )
 

@@ -148,21 +148,42 @@ class _SceneEntry:
         return len(self.scene())
 
 
+def _check_target_input_views(target_input_views: int, num_input_views: int, num_target_views: int) -> None:
+    limit = min(num_input_views, num_target_views)
+    if not 0 <= target_input_views <= limit:
+        raise ValueError(
+            f"target_input_views must be in [0, min(num_input_views, num_target_views)] = [0, {limit}], "
+            f"got {target_input_views}."
+        )
+
+
 def sample_view_indices(
-    num_frames: int, num_input_views: int, num_target_views: int, window_size: int, rng: random.Random, sort_by_time: bool = True
+    num_frames: int,
+    num_input_views: int,
+    num_target_views: int,
+    window_size: int,
+    rng: random.Random,
+    sort_by_time: bool = True,
+    target_input_views: int = 0,
 ) -> Tuple[List[int], List[int]]:
     """The official training sampler: a random window, random distinct views in it.
 
     Returns ``(inputs, targets)`` frame positions: inputs sorted (when ``sort_by_time``), targets
-    the remaining drawn frames in draw order; disjoint, all inside one window.
+    the remaining drawn frames in draw order; disjoint, all inside one window. With
+    ``target_input_views = k > 0`` (LVSM's ``target_has_input``), the last ``k`` targets repeat
+    ``k`` randomly chosen inputs instead, so only ``num_input_views + num_target_views - k``
+    distinct frames are drawn.
     """
-    total = num_input_views + num_target_views
+    _check_target_input_views(target_input_views, num_input_views, num_target_views)
+    total = num_input_views + num_target_views - target_input_views
     window = min(window_size, num_frames)
     if total > window:
         raise ValueError(f"Cannot draw {total} distinct views from a window of {window} frames.")
     start = rng.randint(0, num_frames - window)
     chosen = rng.sample(range(start, start + window), total)
     inputs, targets = chosen[:num_input_views], chosen[num_input_views:]
+    if target_input_views:
+        targets = targets + rng.sample(inputs, target_input_views)
     return (sorted(inputs) if sort_by_time else inputs), targets
 
 
@@ -176,7 +197,8 @@ class FSMTrainingDataset(Dataset):
     Args:
         sources: :class:`DataSource` s (see :func:`parse_data_spec`).
         image_size: square training resolution.
-        num_input_views, num_target_views, window_size, sort_by_time: the view sampling.
+        num_input_views, num_target_views, window_size, sort_by_time, target_input_views: the view
+            sampling (:func:`sample_view_indices`).
         max_frames: integer time grid of the training time convention.
         use_time: whether the model reads time (static models get zeros).
         normalize_from: ``"all"`` (official) or ``"inputs"``.
@@ -199,6 +221,7 @@ class FSMTrainingDataset(Dataset):
         seed: int = 0,
         synthetic_frames: int = 64,
         cache_images: bool = False,
+        target_input_views: int = 0,
     ):
         self.image_size = int(image_size)
         self.num_input_views, self.num_target_views = int(num_input_views), int(num_target_views)
@@ -206,8 +229,10 @@ class FSMTrainingDataset(Dataset):
         self.sort_by_time, self.use_time = sort_by_time, use_time
         self.normalize_from, self.seed = normalize_from, int(seed)
         self.cache_images = cache_images
+        self.target_input_views = int(target_input_views)
+        _check_target_input_views(self.target_input_views, self.num_input_views, self.num_target_views)
         self._cache: Dict[Tuple[int, int], torch.Tensor] = {}
-        num_views = self.num_input_views + self.num_target_views
+        num_views = self.num_input_views + self.num_target_views - self.target_input_views
         self.entries: List[_SceneEntry] = []
         slots: List[int] = []  # entry index per virtual slot
         for source_id, source in enumerate(sources):
@@ -244,7 +269,7 @@ class FSMTrainingDataset(Dataset):
         entry_id = self._slots[rng.randrange(len(self._slots))]
         inputs, targets = sample_view_indices(
             self.entries[entry_id].num_frames(), self.num_input_views, self.num_target_views, self.window_size,
-            rng, self.sort_by_time,
+            rng, self.sort_by_time, self.target_input_views,
         )  # fmt: skip
         return entry_id, inputs, targets
 
