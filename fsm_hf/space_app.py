@@ -511,16 +511,24 @@ class FSMSpace:
             entry["file_path"] = f"frames/{k:05d}.png"
             Image.fromarray(frame).save(folder / entry["file_path"])
             kept.append(entry)
-        rewritten = dict(meta, frames=kept) if isinstance(meta, dict) else kept
-        target = folder / camera_file.name
-        target.write_text(json.dumps(rewritten), encoding="utf-8")
-        try:
-            scene = load_scene(target, format=fmt)
-        except Exception as err:  # noqa: BLE001
-            raise SpaceError(f"Could not read the camera file {camera_file.name!r}: {err}") from err
+        scene = self._load_rewritten_scene(meta, kept, folder, camera_file.name, fmt)
         inputs = self._scene_inputs(scene, None, "all", None, f"{video.name} with {camera_file.name}")
         inputs.description = f"{video.name} with {camera_file.name} ({len(entries)} frames)"
         return inputs
+
+    @staticmethod
+    def _load_rewritten_scene(meta: Any, frames: List[dict], folder: Path, name: str, fmt: str):
+        """Write the camera file ``name`` into ``folder`` with only ``frames`` (whose ``file_path`` point
+        at images in ``folder``) and read it as a scene of format ``fmt``."""
+        from .scene import load_scene
+
+        rewritten = dict(meta, frames=frames) if isinstance(meta, dict) else frames
+        target = folder / name
+        target.write_text(json.dumps(rewritten), encoding="utf-8")
+        try:
+            return load_scene(target, format=fmt)
+        except Exception as err:  # noqa: BLE001
+            raise SpaceError(f"Could not read the camera file {name!r}: {err}") from err
 
     @staticmethod
     def _camera_format(camera_file: Path, detect) -> str:
@@ -534,7 +542,7 @@ class FSMSpace:
         """Images and a camera file (``transforms.json``, ``transforms_*.json`` or ``opencv_cameras.json``):
         each frame entry's ``file_path`` is matched to an uploaded image by file name (with or without
         its extension)."""
-        from .scene import detect_scene_format, load_scene
+        from .scene import detect_scene_format
 
         paths = _upload_paths(images, "the images")
         camera_file = _upload_path(camera_file, "a camera file (transforms.json)")
@@ -569,13 +577,7 @@ class FSMSpace:
                 f"None of the {len(entries)} frames of {camera_file.name!r} matches an uploaded image: the file names "
                 f"{missing[:3]} were expected, got {sorted(by_name)[:3]}."
             )
-        rewritten = dict(meta, frames=kept) if isinstance(meta, dict) else kept
-        target = folder / camera_file.name
-        target.write_text(json.dumps(rewritten), encoding="utf-8")
-        try:
-            scene = load_scene(target, format=fmt)
-        except Exception as err:  # noqa: BLE001
-            raise SpaceError(f"Could not read the camera file {camera_file.name!r}: {err}") from err
+        scene = self._load_rewritten_scene(meta, kept, folder, camera_file.name, fmt)
         skipped = f", {len(missing)} frame(s) without an uploaded image skipped" if missing else ""
         description = f"{len(kept)} images with {camera_file.name}{skipped}"
         return self._scene_inputs(scene, num_views, selection, stride, description)

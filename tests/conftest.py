@@ -79,3 +79,14 @@ def random_views(batch: int, views: int, size: int = 32, seed: int = 0, with_ima
     times = torch.rand(batch, views, generator=g) * 2 - 1
     images = torch.rand(batch, views, 3, size, size, generator=g) if with_images else None
     return images, fxfycxcy, c2w, times
+
+
+def save_tiny_pipeline(folder: Path, num_input_views: int = 4, seed: int = 0) -> Path:
+    """A tiny random 4D FSM (preset ``tiny``, fp32 Newton–Schulz) saved as an ``FSMPipeline`` folder."""
+    from fsm_hf import FSMConfig, FSMForNovelViewSynthesis
+    from fsm_hf.pipeline_fsm import FSMPipeline
+
+    torch.manual_seed(seed)
+    model = FSMForNovelViewSynthesis(FSMConfig.from_preset("tiny", newton_schulz_dtype="float32")).eval()
+    FSMPipeline(model=model, num_input_views=num_input_views).save_pretrained(folder)
+    return folder

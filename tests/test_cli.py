@@ -8,10 +8,10 @@ import types
 import numpy as np
 import pytest
 import torch
-from conftest import DATA_DIR
+from conftest import DATA_DIR, save_tiny_pipeline
 from PIL import Image
 
-from fsm_hf import FSMConfig, FSMForNovelViewSynthesis, FSMMemory
+from fsm_hf import FSMMemory
 from fsm_hf.cli import main
 from fsm_hf.pipeline_fsm import FSMPipeline
 from fsm_hf.video import export_to_video, frames_to_uint8, make_image_grid, read_video
@@ -22,11 +22,7 @@ requires_data = pytest.mark.skipif(not SCENE_FILE.is_file(), reason="../shared/d
 
 @pytest.fixture(scope="module")
 def pipe_dir(tmp_path_factory):
-    torch.manual_seed(0)
-    model = FSMForNovelViewSynthesis(FSMConfig.from_preset("tiny", newton_schulz_dtype="float32")).eval()
-    folder = tmp_path_factory.mktemp("cli") / "tiny-pipe"
-    FSMPipeline(model=model, num_input_views=4).save_pretrained(folder)
-    return folder
+    return save_tiny_pipeline(tmp_path_factory.mktemp("cli") / "tiny-pipe")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,13 +6,10 @@ import csv
 import json
 
 import pytest
-import torch
-from conftest import DATA_DIR
+from conftest import DATA_DIR, save_tiny_pipeline
 from PIL import Image
 
-from fsm_hf import FSMConfig, FSMForNovelViewSynthesis
 from fsm_hf.cli import main
-from fsm_hf.pipeline_fsm import FSMPipeline
 from fsm_hf.training.evaluation import SyntheticScenes, format_summary, parse_synthetic_spec
 from fsm_hf.training.plots import plot_scaling
 
@@ -23,11 +20,7 @@ requires_data = pytest.mark.skipif(not SCENE_FILE.is_file(), reason="../shared/d
 @pytest.fixture(scope="module")
 def pipe_dir(tmp_path_factory):
     """A tiny random 4D model (32 px, patch 8, time convention "official_inference") as a pipeline folder."""
-    torch.manual_seed(0)
-    model = FSMForNovelViewSynthesis(FSMConfig.from_preset("tiny", newton_schulz_dtype="float32")).eval()
-    folder = tmp_path_factory.mktemp("eval-cli") / "tiny-pipe"
-    FSMPipeline(model=model, num_input_views=4).save_pretrained(folder)
-    return folder
+    return save_tiny_pipeline(tmp_path_factory.mktemp("eval-cli") / "tiny-pipe")
 
 
 def _eval(pipe_dir, out, *extra):
