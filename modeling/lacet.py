@@ -47,11 +47,11 @@ Performance options (all off the numerics of the default path unless stated; see
   into four partial sums (``l mod 4``, in increasing ``l``), adds them as ``((p0 + p1) + p2) + p3`` and
   rounds once to bf16; it runs ~55x slower than an fp32 product. :func:`bf16_matmul_emulated`
   performs exactly these fp32 operations with vectorised tensor ops (one ``addcmul_`` per four
-  ``l``, in column blocks), ~10x faster and bit-identical (checked at first use against the native kernel on a probe,
-  and in the tests on the oracle fixtures and on random matrices of the released sizes). Products
-  with a transposed operand take another (vectorised) torch kernel and are left to it. ``None``
-  (default) = on where the probe agrees; the other torch kernels (AVX512/AMX via oneDNN, CUDA) are
-  never emulated.
+  ``l``, in column blocks), ~10x faster and bit-identical where torch runs that kernel: checked
+  once per process on a probe of several shapes (:func:`bf16_emulation_available`). CPUs with
+  native bf16 (AVX512-BF16/AMX) fail the probe (other kernels, fused multiply-adds) and keep torch's
+  own fast kernels. Products with a transposed operand take another (vectorised) torch kernel and
+  are left to it. ``None`` (default) = on where the probe agrees; CUDA is never emulated.
 
 """
 
@@ -191,17 +191,29 @@ def _emulable(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 _EMULATION_AGREES: Optional[bool] = None
 
+#: ``(n, m, k, p)`` of the probe products: the oracle sizes, a K tail, a batch of 4, and a larger one.
+_PROBE_SHAPES = ((2, 40, 133, 72), (4, 32, 32, 32), (4, 32, 32, 64), (2, 96, 256, 160), (1, 256, 512, 256))
+
 
 def bf16_emulation_available() -> bool:
     """Whether this torch build/CPU multiplies contiguous bf16 matrices with the scalar kernel that
-    :func:`bf16_matmul_emulated` reproduces (probed once on random matrices, bit for bit)."""
+    :func:`bf16_matmul_emulated` reproduces: probed once per process, bit for bit, on random
+    products of several shapes. CPUs with native bf16 (e.g. an Intel Xeon with AVX512-BF16) fail it:
+    their kernels differ for some shapes and, through fused multiply-adds, for some values; there the
+    emulation stays off and torch's own (fast) kernels run.
+    """
     global _EMULATION_AGREES
     if _EMULATION_AGREES is None:
         g = torch.Generator().manual_seed(0)
-        a = torch.randn(2, 40, 133, generator=g).to(torch.bfloat16)  # K = 133 exercises the tail
-        b = torch.randn(2, 133, 72, generator=g).to(torch.bfloat16)
+        agrees = True
         with torch.no_grad():
-            _EMULATION_AGREES = bool(torch.equal(a @ b, bf16_matmul_emulated(a, b)))
+            for n, m, k, p in _PROBE_SHAPES:
+                a = torch.randn(n, m, k, generator=g).to(torch.bfloat16)
+                b = torch.randn(n, k, p, generator=g).to(torch.bfloat16)
+                if not torch.equal(a @ b, bf16_matmul_emulated(a, b)):
+                    agrees = False
+                    break
+        _EMULATION_AGREES = agrees
     return _EMULATION_AGREES
 
 
@@ -221,8 +233,9 @@ def newton_schulz(
         steps: number of iterations (5 in the released models; 0 = Frobenius normalisation only).
         dtype: compute dtype. ``torch.bfloat16`` reproduces the reference (its result is bf16);
             ``torch.float32`` is the accurate variant.
-        emulate_bf16: compute the CPU bf16 products with :func:`bf16_matmul_emulated` (bit-identical,
-            faster); ``None`` = where :func:`bf16_emulation_available`. Ignored off CPU / for fp32.
+        emulate_bf16: compute the CPU bf16 products with :func:`bf16_matmul_emulated` (bit-identical
+            to torch's scalar kernel, faster); ``None`` = where :func:`bf16_emulation_available`.
+            Ignored off CPU / for fp32.
 
     Returns:
         ``[N, r, c]`` in ``dtype``.

@@ -37,16 +37,18 @@ def _bf16(*shape, seed=0, scale=1.0):
 # -- bf16 product emulation -------------------------------------------------------------------------
 
 
-@needs_emulation
 @pytest.mark.parametrize(
     "m,k,p",
     [(32, 32, 64), (64, 130, 96), (17, 7, 5), (40, 3, 72), (96, 256, 160)],
     ids=["oracle", "k-tail", "odd", "k<4", "wide"],
 )
-def test_bf16_matmul_emulation_is_bit_identical_to_torch(m, k, p):
-    """Random operands; the released sizes are covered by the Newton–Schulz-operand test below."""
+def test_bf16_products_equal_torch_whether_emulated_or_not(m, k, p):
+    """Fresh random operands (not the probe's). Where the probe found torch's scalar kernel, the
+    emulation equals it bit for bit; on every CPU the default path's product is torch's, bit for bit."""
     a, b = _bf16(2, m, k, seed=1), _bf16(2, k, p, seed=2, scale=3.0)
-    assert torch.equal(bf16_matmul_emulated(a, b), a @ b)
+    if bf16_emulation_available():
+        assert torch.equal(bf16_matmul_emulated(a, b), a @ b)
+    assert torch.equal(lacet._matmul(a, b, emulate=bf16_emulation_available()), a @ b)
 
 
 @needs_emulation
@@ -62,15 +64,27 @@ def test_bf16_matmul_emulation_matches_on_newton_schulz_like_operands():
     assert torch.equal(bf16_matmul_emulated(poly, x), poly @ x)
 
 
-@needs_emulation
 @pytest.mark.parametrize("shape", [(1, 256, 512), (1, 512, 256), (3, 32, 64)], ids=["wide", "tall-transposed", "oracle"])
-def test_newton_schulz_with_emulation_is_bit_identical(shape):
+def test_newton_schulz_default_path_is_bit_identical_to_torch(shape):
+    """The default (``emulate_bf16=None``) bf16 Newton–Schulz equals torch's own kernels on this CPU."""
     g = torch.randn(*shape, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         native = newton_schulz(g, 5, torch.bfloat16, emulate_bf16=False)
-        emulated = newton_schulz(g, 5, torch.bfloat16, emulate_bf16=True)
-    assert emulated.dtype == torch.bfloat16
-    assert torch.equal(native, emulated)
+        default = newton_schulz(g, 5, torch.bfloat16)
+    assert default.dtype == torch.bfloat16
+    assert torch.equal(native, default)
+
+
+def test_probe_turns_the_emulation_off_when_a_product_differs(monkeypatch):
+    """One differing probe product is enough to keep torch's kernels (simulated with a perturbed
+    emulation, as on CPUs with native bf16)."""
+    original = lacet.bf16_matmul_emulated
+    monkeypatch.setattr(lacet, "_EMULATION_AGREES", None)
+    monkeypatch.setattr(lacet, "bf16_matmul_emulated", lambda a, b: original(a, b) * (1 + 2**-6) if a.shape[0] == 4 else original(a, b))
+    assert lacet.bf16_emulation_available() is False
+    monkeypatch.setattr(lacet, "_EMULATION_AGREES", None)
+    monkeypatch.setattr(lacet, "bf16_matmul_emulated", lambda a, b: a @ b)
+    assert lacet.bf16_emulation_available() is True
 
 
 def test_emulation_is_never_used_for_fp32_or_autograd():
