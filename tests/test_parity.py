@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import LVSM_CASES, load_oracle_case, official_model_inputs, requires_oracle
+from conftest import LVSM_CASES, assert_matches_official_bf16_run, load_oracle_case, official_model_inputs, requires_oracle
 
 pytestmark = requires_oracle
 
@@ -33,22 +33,11 @@ def test_fp32_newton_schulz_matches_official_fp32_run(case):
 
 
 def test_default_bf16_path_reproduces_official_bf16_run(case):
-    """A port with the reference's operation order matches the chaotic bf16 run exactly on a CPU whose
-    torch bf16 kernels are those the fixtures were made with (the scalar kernel, detected by the
-    emulation probe). CPUs with native bf16 (AVX512-BF16/AMX) round some products differently and
-    bf16 Newton–Schulz amplifies that (measured on an Intel Xeon: mean |diff| 0.004-0.025, max
-    0.03-0.16); there the same run is only checked to stay close, and exactness rests on the fp32
-    Newton–Schulz tests above."""
-    from modeling.lacet import bf16_emulation_available
-
+    """A port with the reference's operation order matches the chaotic bf16 run exactly on CPU
+    (where torch runs the fixtures' bf16 kernels: see ``assert_matches_official_bf16_run``)."""
     model = _convert(case)
     assert model.config.newton_schulz_dtype == "bfloat16"
-    images = _run(model, case)
-    diff = (images - case["main"]["output.images"]).abs()
-    if bf16_emulation_available():
-        assert diff.max().item() <= 1e-5
-    else:
-        assert diff.mean().item() < 0.05 and diff.max().item() < 0.3, (diff.mean().item(), diff.max().item())
+    assert_matches_official_bf16_run(_run(model, case), case["main"]["output.images"])
 
 
 def test_intermediate_traces_match(case):
