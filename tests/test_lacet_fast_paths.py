@@ -3,7 +3,6 @@ stated tolerance (speed itself is measured in benchmarks/, never here)."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
