@@ -30,9 +30,6 @@ conventions:
               Model time is tau = t / (max_frames - 1) * 2 - 1.
 """
 
-#: Subcommands reserved for later (name -> help); they exit with status 2 and say so.
-_NOT_YET: dict = {}
-
 _EVAL_DESCRIPTION = """\
 Test-time scaling evaluation: for every scene, number of input views V and setting, reconstruct
 from V input frames and score held-out frames against the ground truth (per-image PSNR, SSIM, and
@@ -259,10 +256,6 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="test-time scaling evaluation: quality vs number of input views, per setting",
         description=_EVAL_DESCRIPTION, epilog=_EVAL_EPILOG, formatter_class=formatter,
     ))  # fmt: skip
-
-    for name, text in _NOT_YET.items():
-        stub = sub.add_parser(name, help=f"{text} (not implemented yet)", add_help=False)
-        stub.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -275,16 +268,13 @@ def _error(command: str, message: str) -> int:
 
 
 def _load_pipeline(args):
-    import torch
-
-    from .pipeline_fsm import FSMPipeline
+    from .pipeline_fsm import FSMPipeline, resolve_device
 
     overrides = {}
     if args.ns_dtype is not None:
         overrides["newton_schulz_dtype"] = args.ns_dtype
     pipe = FSMPipeline.from_pretrained(args.model, revision=args.revision, **overrides)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    pipe = pipe.to(device)
+    pipe = pipe.to(resolve_device(args.device))
     pipe.set_progress_bar_config(disable=args.no_progress, leave=False)
     return pipe
 
@@ -400,14 +390,10 @@ def _cmd_eval(args) -> int:
     sources = _eval_scene_sources(args.scenes)
     builtin = _is_builtin_model(args.model)
     if builtin:
-        from .demo import HELD_OUT_SEED_START, builtin_model_path
+        from .demo import builtin_model_path, check_held_out_seed
 
         for _, synthetic in (s for s in sources if s[0] == "synthetic"):
-            if synthetic.seed < HELD_OUT_SEED_START:
-                raise ValueError(
-                    f"synthetic seeds must be >= {HELD_OUT_SEED_START} with the built-in model (lower seeds may be its "
-                    f"training scenes); got @{synthetic.seed}."
-                )
+            check_held_out_seed(synthetic.seed, "synthetic seeds")
         if args.model == "builtin":
             if not (builtin_model_path() / "model_index.json").is_file():
                 raise FileNotFoundError(f"the built-in model is not packaged in this installation ({builtin_model_path()}).")
@@ -486,12 +472,7 @@ _COMMANDS = {
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``fsm`` command line; returns the exit status (0 success, 1 bad input, 2 unavailable/usage)."""
     parser = build_parser()
-    args, extra = parser.parse_known_args(list(argv) if argv is not None else None)
-    if extra and args.command not in _NOT_YET:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command in _NOT_YET:
-        print(f"fsm {args.command}: not implemented yet ({_NOT_YET[args.command]}).", file=sys.stderr)
-        return 2
+    args = parser.parse_args(list(argv) if argv is not None else None)
     try:
         return _COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError) as err:  # bad input: one line, no traceback

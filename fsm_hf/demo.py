@@ -48,6 +48,7 @@ __all__ = [
     "SceneScores",
     "add_demo_arguments",
     "builtin_model_path",
+    "check_held_out_seed",
     "evaluate_scenes",
     "format_table",
     "main",
@@ -175,10 +176,12 @@ class _SceneViews:
 # ----------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------
-def _check_seed(seed: int) -> None:
+def check_held_out_seed(seed: int, what: str = "--seed") -> None:
+    """Refuse a scene seed the built-in model may have been trained on (``what`` names it in the error)."""
     if seed < HELD_OUT_SEED_START:
         raise ValueError(
-            f"--seed must be >= {HELD_OUT_SEED_START}: lower seeds may be training scenes of the built-in model."
+            f"{what} must be >= {HELD_OUT_SEED_START} with the built-in model: lower seeds may be its training "
+            f"scenes; got {seed}."
         )
 
 
@@ -237,7 +240,7 @@ def evaluate_scenes(
         raise ValueError(f"The demo renders square scenes; this pipeline's resolution is {height}x{width}.")
     scores, kept = [], []
     for seed in seeds:
-        _check_seed(seed)
+        check_held_out_seed(seed)
         score, views, memory, inputs, scene = _evaluate_scene(pipe, seed, num_input_views, num_target_views, height)
         scores.append(score)
         if keep_views:
@@ -320,12 +323,6 @@ def _space_time_video(pipe, memory, inputs, scene, path: Path, num_frames: int, 
 # ----------------------------------------------------------------------------------------------
 # The demo
 # ----------------------------------------------------------------------------------------------
-def _resolve_device(device: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-
 def run_demo(
     num_scenes: int = 3,
     seed: int = HELD_OUT_SEED_START,
@@ -358,19 +355,19 @@ def run_demo(
     """
     import torch
 
-    from .pipeline_fsm import FSMPipeline
+    from .pipeline_fsm import FSMPipeline, resolve_device
 
     start = time.perf_counter()
     say = log or (lambda text: None)
     if num_scenes < 1:
         raise ValueError(f"num_scenes must be >= 1, got {num_scenes}.")
-    _check_seed(seed)
+    check_held_out_seed(seed)
     folder = Path(model_path) if model_path is not None else builtin_model_path()
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"No FSM pipeline folder at {folder} (model_index.json missing).")
 
     # 1. The model.
-    device = _resolve_device(device)
+    device = resolve_device(device)
     pipe = FSMPipeline.from_pretrained(folder).to(device)
     pipe.set_progress_bar_config(disable=True)
     height = pipe.config.resolution[0]

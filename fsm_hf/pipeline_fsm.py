@@ -39,7 +39,7 @@ from .normalization import (
 from .scene import Scene, load_scene, select_frames
 from .video import VIDEO_SUFFIXES, read_video
 
-__all__ = ["FSMNormalization", "FSMPipeline", "FSMPipelineOutput"]
+__all__ = ["FSMNormalization", "FSMPipeline", "FSMPipelineOutput", "resolve_device"]
 
 #: Library name written for the model component in ``model_index.json``.
 COMPONENT_LIBRARY = "fsm_hf"
@@ -121,6 +121,11 @@ class _PreparedInputs:
 # ----------------------------------------------------------------------------------------------
 # Input helpers
 # ----------------------------------------------------------------------------------------------
+def resolve_device(device: str = "auto") -> str:
+    """``"auto"`` -> ``"cuda"`` when a GPU is available, else ``"cpu"``; any other device unchanged."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
 def _describe(value: Any) -> str:
     if isinstance(value, (torch.Tensor, np.ndarray)):
         return f"{type(value).__name__} of shape {list(value.shape)}"

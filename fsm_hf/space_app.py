@@ -318,13 +318,6 @@ class FSMSpace:
             f"`{self.builtin_model}`). Choose *Local folder* or *Hugging Face Hub id* instead."
         )
 
-    def _resolve_device(self) -> str:
-        import torch
-
-        if self.device == "auto":
-            return "cuda" if torch.cuda.is_available() else "cpu"
-        return self.device
-
     def model_key(self, source: str, name: Optional[str]) -> Tuple[str, str]:
         """Validate a model choice and return its cache key ``(source, location)``."""
         name = (name or "").strip()
@@ -359,13 +352,13 @@ class FSMSpace:
         return key, self._pipeline(key)
 
     def _pipeline(self, key: Tuple[str, str]):
-        from .pipeline_fsm import FSMPipeline
+        from .pipeline_fsm import FSMPipeline, resolve_device
 
         with self._lock:
             if key in self._pipelines:
                 self._pipelines.move_to_end(key)
                 return self._pipelines[key]
-            device = self._resolve_device()
+            device = resolve_device(self.device)
             # bf16 Newton-Schulz is ~55x slower on CPUs without native bf16; float32 gives the same renders
             # up to rounding. On GPUs the checkpoint's own setting is kept.
             overrides = {"newton_schulz_dtype": "float32"} if device == "cpu" else {}
