@@ -70,6 +70,11 @@ ANCHOR_POLICIES = ("global", "streaming", "streaming-ema")
 NEWTON_SCHULZ_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 NEWTON_SCHULZ_BATCHING = ("exact", "all", "none")
 
+
+def _check_newton_schulz_batching(newton_schulz_batching: str) -> None:
+    if newton_schulz_batching not in NEWTON_SCHULZ_BATCHING:
+        raise ValueError(f"newton_schulz_batching must be one of {NEWTON_SCHULZ_BATCHING}, got {newton_schulz_batching!r}")
+
 # Quintic Newton–Schulz coefficients (Muon).
 _NS_A, _NS_B, _NS_C = 3.4445, -4.7750, 2.0315
 
@@ -289,6 +294,7 @@ def fast_weight_directions(
         lr: per-token learning rates for ``(W0, W1, W2)``, each ``[N, C, 1]``.
         newton_schulz_batching: ``"exact"``, ``"all"`` or ``"none"`` (module docstring).
     """
+    _check_newton_schulz_batching(newton_schulz_batching)
     lr0, lr1, lr2 = lr
     gate = k @ weights.w0  # [N, C, dm]
     up = k @ weights.w2  # [N, C, dm]
@@ -310,8 +316,6 @@ def fast_weight_directions(
     u1 = ns((hidden * lr1).transpose(-1, -2) @ v)  # [N, dm, d]
     if newton_schulz_batching == "none":
         return FastWeights(ns(g0), u1, ns(g2))
-    if newton_schulz_batching != "exact":
-        raise ValueError(f"newton_schulz_batching must be one of {NEWTON_SCHULZ_BATCHING}, got {newton_schulz_batching!r}")
     u0, u2 = ns(torch.cat([g0, g2])).chunk(2)
     return FastWeights(u0, u1, u2)
 
@@ -515,8 +519,7 @@ class LaCETLayer(nn.Module):
         compile: bool = False,
     ):
         super().__init__()
-        if newton_schulz_batching not in NEWTON_SCHULZ_BATCHING:
-            raise ValueError(f"newton_schulz_batching must be one of {NEWTON_SCHULZ_BATCHING}, got {newton_schulz_batching!r}")
+        _check_newton_schulz_batching(newton_schulz_batching)
         self.newton_schulz_batching = newton_schulz_batching
         self.compile = compile
         if hidden_size % head_dim != 0:
@@ -658,8 +661,8 @@ def configure_lacet(module: nn.Module, newton_schulz_batching: Optional[str] = N
 
     Returns the number of layers changed. Example: ``configure_lacet(model, newton_schulz_batching="all")``.
     """
-    if newton_schulz_batching is not None and newton_schulz_batching not in NEWTON_SCHULZ_BATCHING:
-        raise ValueError(f"newton_schulz_batching must be one of {NEWTON_SCHULZ_BATCHING}, got {newton_schulz_batching!r}")
+    if newton_schulz_batching is not None:
+        _check_newton_schulz_batching(newton_schulz_batching)
     layers = [m for m in module.modules() if isinstance(m, LaCETLayer)]
     for layer in layers:
         if newton_schulz_batching is not None:
