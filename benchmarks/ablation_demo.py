@@ -28,7 +28,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "configs" / "demo_model.yaml"
@@ -96,18 +96,16 @@ def evaluate_variant(run: Dict, args, budget: Dict[str, int]) -> Dict[str, float
     import torch
 
     from fsm_hf import FSMPipeline
-    from fsm_hf.demo import HELD_OUT_SEED_START, evaluate_scenes
+    from fsm_hf.demo import HELD_OUT_SEED_START, DemoResult, evaluate_scenes
 
     pipe = FSMPipeline.from_pretrained(run["final"]).to(args.device)
     pipe.set_progress_bar_config(disable=True)
     seeds = range(HELD_OUT_SEED_START, HELD_OUT_SEED_START + budget["num_scenes"])
     with torch.inference_mode():
         scores = evaluate_scenes(pipe, seeds, args.num_target_views, num_input_views=run["num_input_views"])
-    mean = lambda key: sum(getattr(s, key) for s in scores) / len(scores)  # noqa: E731
-    return {
-        "psnr": mean("psnr"), "ssim": mean("ssim"), "baseline_psnr": mean("baseline_psnr"),
-        "baseline_ssim": mean("baseline_ssim"), "gain_db": mean("psnr") - mean("baseline_psnr"),
-    }  # fmt: skip
+    result = DemoResult(scores, run["num_input_views"], args.num_target_views, pipe.config.resolution[0])
+    keys = ("psnr", "ssim", "baseline_psnr", "baseline_ssim", "gain_db")
+    return {key: getattr(result, key) for key in keys}
 
 
 def format_table(results: Dict[str, Dict]) -> str:

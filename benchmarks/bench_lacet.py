@@ -300,6 +300,21 @@ COLUMNS = ["ns_dtype", "chunk", "tokens", "mode", "ours_s", "ours_tok_s", "ours_
            "official_s", "official_peak_mb", "speedup", "mem_ratio", "max_abs_diff"]  # fmt: skip
 
 
+def add_run_arguments(p: argparse.ArgumentParser, reps: int = 3) -> None:
+    """Options every benchmark script shares: Newton–Schulz batching, threads, repetitions, JSON output."""
+    p.add_argument("--batching", default="exact", choices=["exact", "all", "none"], help="Newton–Schulz batching (ours)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on CPU; see README)")
+    p.add_argument("--reps", type=int, default=reps)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--json", default=None)
+
+
+def add_reference_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the scripts that also run the official implementation."""
+    p.add_argument("--compile", action="store_true", help="torch.compile our per-chunk update step")
+    p.add_argument("--reference", default=None, help="path to a checkout of Mars-tin/fast-spatial-mem")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -311,13 +326,8 @@ def parse_args(argv=None):
     p.add_argument("--ns-dtypes", default="float32,bfloat16")
     p.add_argument("--backward", action="store_true", help="also time forward+backward")
     p.add_argument("--autocast", action="store_true", help="run under bf16 autocast (as the official inference on GPU)")
-    p.add_argument("--batching", default="exact", choices=["exact", "all", "none"], help="Newton–Schulz batching (ours)")
-    p.add_argument("--compile", action="store_true", help="torch.compile our per-chunk update step")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on CPU; see README)")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--reference", default=None, help="path to a checkout of Mars-tin/fast-spatial-mem")
-    p.add_argument("--json", default=None)
+    add_run_arguments(p)
+    add_reference_arguments(p)
     args = p.parse_args(argv)
     cuda = args.device.startswith("cuda")
     args.dim = args.dim or (768 if cuda else 256)

@@ -42,7 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.bench_lacet import MB, environment, free_memory, interleaved, is_oom, print_table, write_json  # noqa: E402
+from benchmarks.bench_lacet import (  # noqa: E402
+    MB, add_reference_arguments, add_run_arguments, environment, free_memory, interleaved, is_oom, print_table, write_json,
+)
 from benchmarks.reference import OfficialFSM, model_inputs, ours_kwargs, released_yaml  # noqa: E402
 
 
@@ -208,14 +210,9 @@ def parse_args(argv=None):
     p.add_argument("--ours-only-scaling", action="store_true", help="skip the official model in the view scaling")
     p.add_argument("--max-views-per-batch", type=int, default=None, help="memory-bounded path in the view scaling")
     p.add_argument("--no-render-many", action="store_true")
-    p.add_argument("--batching", default="exact", choices=["exact", "all", "none"])
     p.add_argument("--emulate-bf16", default=None, choices=["on", "off"], help="CPU bf16 emulation (default: auto)")
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on CPU; see README)")
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--reference", default=None, help="path to a checkout of Mars-tin/fast-spatial-mem")
-    p.add_argument("--json", default=None)
+    add_run_arguments(p)
+    add_reference_arguments(p)
     return p.parse_args(argv)
 
 

@@ -44,7 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.bench_lacet import MB, environment, free_memory, interleaved, is_oom, print_table, write_json  # noqa: E402
+from benchmarks.bench_lacet import (  # noqa: E402
+    MB, add_run_arguments, environment, free_memory, interleaved, is_oom, print_table, write_json,
+)
 from benchmarks.bench_model import Workbench  # noqa: E402
 from benchmarks.reference import ours_kwargs  # noqa: E402
 
@@ -139,15 +141,11 @@ def parse_args(argv=None):
     p.add_argument("--resolution", type=int, default=None)
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="bfloat16 = autocast")
     p.add_argument("--ns-dtype", default=None, choices=["float32", "bfloat16"], help="Newton–Schulz dtype")
-    p.add_argument("--batching", default="exact", choices=["exact", "all", "none"])
     p.add_argument("--memory-budget-gb", type=float, default=None,
                    help="memory the model may use (default: the device's total memory)")  # fmt: skip
     p.add_argument("--probe", action="store_true", help="CUDA: measure the largest V by doubling until OOM")
     p.add_argument("--probe-max-views", type=int, default=4096, help="stop probing at this V (default 4096)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on CPU; see README)")
-    p.add_argument("--reps", type=int, default=2)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--json", default=None)
+    add_run_arguments(p, reps=2)
     args = p.parse_args(argv)
     kind = torch.device(args.device).type
     for key, value in DEFAULTS["cuda" if kind == "cuda" else "cpu"].items():
