@@ -203,6 +203,46 @@ def test_targets_can_repeat_input_views():
         TrainingConfig(model="tiny", num_input_views=4, num_target_views=3, target_input_views=4)
 
 
+def test_procedural_targets_can_be_new_views_at_new_times():
+    """``novel_target_views = n``: for procedural scenes the last n targets are rendered at new
+    cameras and times (the demo's held-out views), exact ground truth; real scenes keep frames."""
+    from fsm_hf.training import TrainingConfig
+    from fsm_hf.training.data import FSMTrainingDataset, parse_data_spec
+
+    kwargs = dict(image_size=32, num_input_views=4, num_target_views=4, window_size=12, max_frames=64, seed=3,
+                  synthetic_frames=24, normalize_from="inputs", target_input_views=1)  # fmt: skip
+    ds = FSMTrainingDataset(parse_data_spec("synthetic:2"), novel_target_views=2, **kwargs)
+    for index in range(6):
+        entry_id, inputs, targets = ds.sample_plan(index)
+        assert len(targets) == 2 and targets[1] in inputs and targets[0] not in inputs  # 1 frame + 1 repeat
+        sample = ds[index]
+        assert sample["target_images"].shape == (4, 3, 32, 32)
+        scene = ds.entries[entry_id].synthetic()
+        raw = scene.frames.times[inputs]
+        expected = scene.held_out_views(raw, 2, seed=index)
+        assert torch.equal(sample["target_images"][2:], expected.images)  # rendered ground truth
+        # new times lie strictly inside the inputs' span, off the captured frame times
+        novel_times, input_times = sample["target_times"][2:], sample["input_times"]
+        assert (novel_times > -1).all() and (novel_times < 1).all()
+        assert not torch.isin(expected.times, scene.frames.times).any()
+        assert input_times.min() == -1 and input_times.max() == 1
+    # half of the new views leave the captured path: their cameras match no frame's camera
+    sample, (entry_id, inputs, _) = ds[0], ds.sample_plan(0)
+    frames_c2w = ds.entries[entry_id].synthetic().frames.c2w
+    assert torch.equal(ds[0]["target_images"], sample["target_images"])  # deterministic
+    eyes = ds.entries[entry_id].synthetic().held_out_views(ds.entries[entry_id].synthetic().frames.times[inputs], 2, seed=0).c2w[:, :3, 3]
+    distance = torch.cdist(eyes.double(), frames_c2w[:, :3, 3].double()).min(dim=1).values
+    assert distance.max() > 0.25
+
+    real = FSMTrainingDataset(parse_data_spec(str(CLIP)), novel_target_views=2, **{**kwargs, "window_size": 32})
+    _, _, targets = real.sample_plan(0)
+    assert len(targets) == 4 and real[0]["target_images"].shape[0] == 4  # captured frames only
+    with pytest.raises(ValueError, match="novel_target_views"):
+        FSMTrainingDataset(parse_data_spec("synthetic:1"), novel_target_views=4, **kwargs)
+    with pytest.raises(ValueError, match="novel_target_views"):
+        TrainingConfig(model="tiny", num_input_views=4, num_target_views=3, target_input_views=1, novel_target_views=3)
+
+
 def test_mixing_ratios_repeat_scenes():
     from fsm_hf.training.data import FSMTrainingDataset, parse_data_spec
 

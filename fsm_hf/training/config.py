@@ -53,6 +53,9 @@ class TrainingConfig:
         target_input_views: how many of the targets repeat input views (LVSM's
             ``target_has_input``; 0 = none, as the official FSM loader). Reconstructing inputs gives a
             from-scratch model an easy signal to learn view retrieval from.
+        novel_target_views: for procedural (``synthetic``) sources, how many targets are rendered
+            at new cameras and times (times between the inputs', half of the cameras off the
+            captured path, as ``fsm demo`` evaluates) instead of being captured frames.
         window_size: consecutive frames a sample's views are drawn from.
         max_frames: integer time grid of the "training" time convention; ``None`` = the model's.
         normalize_from: fit pose and time normalisation on ``"all"`` sampled views (the official
@@ -86,6 +89,7 @@ class TrainingConfig:
     num_input_views: int = 32
     num_target_views: int = 32
     target_input_views: int = 0
+    novel_target_views: int = 0
     window_size: int = 256
     sort_by_time: bool = True
     max_frames: Optional[int] = None
@@ -135,7 +139,7 @@ class TrainingConfig:
         for name in ("num_input_views", "max_steps", "batch_size", "grad_accum_steps", "window_size", "synthetic_frames"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, "a positive integer")
-        for name in ("num_target_views", "target_input_views", "warmup_steps", "grad_clip_warmup_steps", "l2_warmup_steps", "num_workers",
+        for name in ("num_target_views", "target_input_views", "novel_target_views", "warmup_steps", "grad_clip_warmup_steps", "l2_warmup_steps", "num_workers",
                      "save_every", "log_every", "image_every"):  # fmt: skip
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, name, "an integer >= 0")
@@ -157,6 +161,10 @@ class TrainingConfig:
         check(
             self.target_input_views <= min(self.num_input_views, self.num_target_views), "target_input_views",
             "at most min(num_input_views, num_target_views)",
+        )  # fmt: skip
+        check(
+            self.novel_target_views <= self.num_target_views - self.target_input_views, "novel_target_views",
+            "at most num_target_views - target_input_views",
         )  # fmt: skip
         num_views = self.num_input_views + self.num_target_views - self.target_input_views
         if num_views > self.window_size:

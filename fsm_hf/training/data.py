@@ -8,7 +8,10 @@ that runs are reproducible under any number of workers or processes and resume e
 2. the views (official ``NVSDataset`` / ``NVSVideoDataset``): a window of ``window_size``
    consecutive frames starting at a random frame, ``num_input_views + num_target_views``
    distinct frames drawn from it at random; the first ``num_input_views`` are the inputs,
-   sorted by time (``sort_by_time``), the others the targets (unsorted);
+   sorted by time (``sort_by_time``), the others the targets (unsorted); for procedural scenes,
+   ``novel_target_views`` of the targets are instead rendered at new cameras and times (times
+   between the inputs', half of the cameras off the captured path), like the held-out views
+   ``fsm demo`` scores;
 3. images resized to cover ``image_size`` and centre-cropped, intrinsics adjusted
    (:func:`fsm_hf.normalization.resize_and_center_crop`);
 4. poses normalised (:func:`fsm_hf.normalization.normalize_poses`) and times rescaled in the
@@ -125,6 +128,7 @@ class _SceneEntry:
     def __init__(self, path: Optional[Path] = None, synthetic_seed: Optional[int] = None, frames: int = 64, size: int = 32):
         self.path, self.synthetic_seed, self.frames, self.size = path, synthetic_seed, frames, size
         self._scene = None
+        self._synthetic = None
 
     @property
     def name(self) -> str:
@@ -137,10 +141,20 @@ class _SceneEntry:
 
                 self._scene = load_scene(self.path)
             else:
-                from ..synthetic import generate_scene
-
-                self._scene = generate_scene(self.synthetic_seed, self.frames, self.size, self.size).to_scene()
+                self._scene = self.synthetic().to_scene()
         return self._scene
+
+    def synthetic(self):
+        """The procedural scene itself (renders any camera at any time); only for seed entries."""
+        if self._synthetic is None:
+            from ..synthetic import generate_scene
+
+            self._synthetic = generate_scene(self.synthetic_seed, self.frames, self.size, self.size)
+        return self._synthetic
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.path is None
 
     def num_frames(self) -> int:
         if self.path is None:
@@ -154,6 +168,15 @@ def _check_target_input_views(target_input_views: int, num_input_views: int, num
         raise ValueError(
             f"target_input_views must be in [0, min(num_input_views, num_target_views)] = [0, {limit}], "
             f"got {target_input_views}."
+        )
+
+
+def _check_novel_target_views(novel_target_views: int, target_input_views: int, num_target_views: int) -> None:
+    limit = num_target_views - target_input_views
+    if not 0 <= novel_target_views <= limit:
+        raise ValueError(
+            f"novel_target_views must be in [0, num_target_views - target_input_views] = [0, {limit}], "
+            f"got {novel_target_views}."
         )
 
 
@@ -205,6 +228,10 @@ class FSMTrainingDataset(Dataset):
         seed: base seed.
         synthetic_frames: frames of each procedural scene.
         cache_images: keep resized frames in memory (per worker process).
+        novel_target_views: for procedural scenes, how many targets are rendered new views
+            (:meth:`fsm_hf.synthetic.SyntheticScene.held_out_views`: times strictly between the
+            inputs', half of the cameras moved off the captured path) instead of captured frames;
+            other sources always use captured frames.
     """
 
     def __init__(
@@ -222,6 +249,7 @@ class FSMTrainingDataset(Dataset):
         synthetic_frames: int = 64,
         cache_images: bool = False,
         target_input_views: int = 0,
+        novel_target_views: int = 0,
     ):
         self.image_size = int(image_size)
         self.num_input_views, self.num_target_views = int(num_input_views), int(num_target_views)
@@ -231,6 +259,8 @@ class FSMTrainingDataset(Dataset):
         self.cache_images = cache_images
         self.target_input_views = int(target_input_views)
         _check_target_input_views(self.target_input_views, self.num_input_views, self.num_target_views)
+        self.novel_target_views = int(novel_target_views)
+        _check_novel_target_views(self.novel_target_views, self.target_input_views, self.num_target_views)
         self._cache: Dict[Tuple[int, int], torch.Tensor] = {}
         num_views = self.num_input_views + self.num_target_views - self.target_input_views
         self.entries: List[_SceneEntry] = []
@@ -268,10 +298,15 @@ class FSMTrainingDataset(Dataset):
         rng = random.Random(f"fsm-train/{self.seed}/{int(index)}")
         entry_id = self._slots[rng.randrange(len(self._slots))]
         inputs, targets = sample_view_indices(
-            self.entries[entry_id].num_frames(), self.num_input_views, self.num_target_views, self.window_size,
-            rng, self.sort_by_time, self.target_input_views,
+            self.entries[entry_id].num_frames(), self.num_input_views, self.num_captured_targets(entry_id),
+            self.window_size, rng, self.sort_by_time, self.target_input_views,
         )  # fmt: skip
         return entry_id, inputs, targets
+
+    def num_captured_targets(self, entry_id: int) -> int:
+        """Targets of a sample of scene ``entry_id`` that are captured frames (the rest are rendered new views)."""
+        novel = self.novel_target_views if self.entries[entry_id].is_synthetic else 0
+        return self.num_target_views - novel
 
     def _images(self, entry_id: int, scene, positions: List[int]):
         """Resized images ``[n, 3, S, S]`` and their cameras."""
@@ -296,16 +331,23 @@ class FSMTrainingDataset(Dataset):
         entry_id, inputs, targets = self.sample_plan(index)
         scene = self.entries[entry_id].scene()
         positions = inputs + targets
-        images, cameras = self._images(entry_id, scene, positions)  # [V+T, 3, S, S]
+        images, cameras = self._images(entry_id, scene, positions)  # [V+T', 3, S, S]
+        c2w, fxfycxcy = cameras.c2w, cameras.fxfycxcy
+        raw_times = scene.times[positions] if scene.times is not None else None
+        num_novel = self.num_target_views - len(targets)
+        if num_novel:  # procedural scene: render new target views at in-between times
+            novel = self.entries[entry_id].synthetic().held_out_views(raw_times[: len(inputs)], num_novel, seed=int(index))
+            images = torch.cat([images, novel.images])
+            c2w, fxfycxcy = torch.cat([c2w, novel.c2w.to(c2w.dtype)]), torch.cat([fxfycxcy, novel.fxfycxcy.to(fxfycxcy.dtype)])
+            raw_times = torch.cat([raw_times, novel.times.to(raw_times.dtype)])
         v = len(inputs)
         fit = slice(None) if self.normalize_from == "all" else slice(0, v)
-        c2w = normalize_poses(cameras.c2w[fit]).apply(cameras.c2w).float()  # [V+T, 4, 4]
-        if self.use_time and scene.times is not None:
-            raw = scene.times[positions]
-            times = TimeNormalization.fit(raw[fit], "training", self.max_frames).apply(raw)  # [V+T]
+        c2w = normalize_poses(c2w[fit]).apply(c2w).float()  # [V+T, 4, 4]
+        if self.use_time and raw_times is not None:
+            times = TimeNormalization.fit(raw_times[fit], "training", self.max_frames).apply(raw_times)  # [V+T]
         else:
-            times = torch.zeros(len(positions))
-        fxfycxcy = cameras.fxfycxcy.float()
+            times = torch.zeros(len(c2w))
+        fxfycxcy = fxfycxcy.float()
         return {
             "input_images": images[:v], "input_fxfycxcy": fxfycxcy[:v], "input_c2w": c2w[:v], "input_times": times[:v],
             "target_images": images[v:], "target_fxfycxcy": fxfycxcy[v:], "target_c2w": c2w[v:], "target_times": times[v:],

@@ -357,7 +357,7 @@ def train(config: TrainingConfig) -> Path:
         window_size=config.window_size, max_frames=config.max_frames or raw_model.config.max_frames,
         sort_by_time=config.sort_by_time, use_time=raw_model.config.use_time, normalize_from=config.normalize_from,
         seed=config.seed, synthetic_frames=config.synthetic_frames, cache_images=config.cache_images,
-        target_input_views=config.target_input_views,
+        target_input_views=config.target_input_views, novel_target_views=config.novel_target_views,
     )  # fmt: skip
     samples_per_step = config.batch_size * config.grad_accum_steps  # per process
     remaining = max(config.max_steps - step, 0)
