@@ -139,3 +139,37 @@ def test_cli_demo_forwards_its_options(monkeypatch, tmp_path):
 
 def test_builtin_model_path_is_exported():
     assert fsm_hf.builtin_model_path() == demo.builtin_model_path()
+
+
+def test_packaging_writes_a_loadable_model_with_a_measured_card(tmp_path):
+    """``python -m fsm_hf.demo package``: the weights reload unchanged, and the card carries the recorded
+    training facts and the scores measured while packaging (the shipped folder stands in for a run)."""
+    training = {
+        "command": "OMP_NUM_THREADS=2 python finetune.py --config configs/demo_model.yaml --output_dir runs/x",
+        "wall_time_s": 90.0, "hardware": "a test machine", "data": "the test's scenes",
+    }  # fmt: skip
+    destination = tmp_path / "packaged"
+    result = demo.package_builtin_model(MODEL_DIR, training, destination=destination, num_scenes=2, log=None)
+    assert [s.seed for s in result.scenes] == [demo.HELD_OUT_SEED_START, demo.HELD_OUT_SEED_START + 1]
+    card = (destination / "model" / "README.md").read_text()
+    assert training["command"] in card and "the test's scenes" in card and "1.5 min on a test machine" in card
+    assert f"| FSM (this model) | {result.psnr:.2f} | {result.ssim:.3f} |" in card
+    assert f"| gain | {result.gain_db:+.2f} |" in card
+    assert ("rendering its own input frames back from the memory" in card) == (result.gain_db < 3.0)
+    original = fsm_hf.FSMPipeline.from_pretrained(MODEL_DIR).model.state_dict()
+    packaged = fsm_hf.FSMPipeline.from_pretrained(destination).model.state_dict()
+    assert original.keys() == packaged.keys() and all(torch.equal(original[k], packaged[k]) for k in original)
+
+
+def test_input_recall_psnr_scores_the_inputs_rendered_from_their_own_memory():
+    from fsm_hf.metrics import psnr
+    from fsm_hf.synthetic import generate_scene
+
+    pipe = fsm_hf.FSMPipeline.from_pretrained(MODEL_DIR)
+    pipe.set_progress_bar_config(disable=True)
+    size = pipe.config.resolution[0]
+    value = demo.input_recall_psnr(pipe, [10_003], pipe.config.num_input_views, size)
+    inputs, _ = generate_scene(10_003, demo.DEMO_NUM_FRAMES, size, size).split(pipe.config.num_input_views, 1, seed=demo.SPLIT_SEED)
+    memory = pipe.reconstruct(inputs.images, demo._cameras(inputs), inputs.times, time_convention="training")
+    rendered = pipe.render(memory, demo._cameras(inputs), inputs.times, output_type="pt").images
+    assert value == pytest.approx(psnr(rendered, inputs.images).mean().item(), abs=1e-4)
