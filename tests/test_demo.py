@@ -1,8 +1,8 @@
 """The built-in model (fsm_hf/assets/fsm-demo) and ``fsm demo``: files, held-out seeds, and quality.
 
 The quality checks run the shipped model on two held-out procedural scenes: the nearest-input-frame
-baseline stays below 20 dB (the scenes are not trivial), and training made the model clearly better
-than its random initialisation.
+baseline stays below 20 dB (the scenes are not trivial), the model is ahead of that baseline on each
+scene, and training made the model clearly better than its random initialisation.
 """
 
 from __future__ import annotations
@@ -93,6 +93,15 @@ def test_held_out_scenes_are_not_trivial_and_the_gain_is_reported(demo_run):
     assert all(scene.baseline_psnr < BASELINE_CEILING_DB for scene in result.scenes)
     assert result.gain_db == pytest.approx(result.psnr - result.baseline_psnr)
     assert f"{result.psnr:.2f}" in text and f"{result.baseline_psnr:.2f}" in text and f"{result.gain_db:+.2f}" in text
+
+
+def test_builtin_model_beats_the_baseline_on_every_demo_scene(demo_run):
+    """Short of the +3 dB target, the shipped model is still ahead of the nearest-input-frame baseline on
+    each held-out scene the demo shows (a guard against a retrained model that falls back)."""
+    result, _, _ = demo_run
+    assert all(scene.psnr > scene.baseline_psnr + 0.3 for scene in result.scenes), [
+        (scene.seed, scene.psnr, scene.baseline_psnr) for scene in result.scenes
+    ]
 
 
 def test_training_made_the_builtin_model_better_than_its_initialisation(demo_run):
