@@ -38,7 +38,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 __all__ = [
     "BUILTIN_MODEL_NAME",
@@ -407,19 +407,22 @@ def run_demo(
 # ----------------------------------------------------------------------------------------------
 # Packaging the built-in model (maintainers)
 # ----------------------------------------------------------------------------------------------
-def input_recall_psnr(pipe, seeds: Sequence[int], num_input_views: int, resolution: int) -> float:
-    """Mean PSNR of the input frames rendered back from their own memory (same cameras, same times).
+def input_recall_psnr(pipe, reconstructions: Sequence[Tuple[object, object]]) -> float:
+    """Mean PSNR of input frames rendered back from their own memory (same cameras, same times).
 
     A diagnostic of how well a model looks views up in its fast weights: a model that stores its
     inputs faithfully scores far above its novel-view PSNR here.
+
+    Args:
+        pipe: the :class:`~fsm_hf.FSMPipeline` that reconstructed the memories.
+        reconstructions: ``(memory, inputs)`` pairs: an :class:`~fsm_hf.memory.FSMMemory` and the
+            :class:`~fsm_hf.synthetic.SyntheticViews` it was read from (as :func:`evaluate_scenes`
+            returns them with ``keep_views=True``).
     """
     from .metrics import psnr
-    from .synthetic import generate_scene
 
     values = []
-    for seed in seeds:
-        inputs, _ = generate_scene(seed, DEMO_NUM_FRAMES, resolution, resolution).split(num_input_views, 1, seed=SPLIT_SEED)
-        memory = pipe.reconstruct(inputs.images, _cameras(inputs), inputs.times, time_convention=TIME_CONVENTION)
+    for memory, inputs in reconstructions:
         rendered = pipe.render(memory, _cameras(inputs), inputs.times, output_type="pt").images.cpu()
         values.append(psnr(rendered, inputs.images).mean().item())
     return sum(values) / len(values)
@@ -550,7 +553,8 @@ def package_builtin_model(
     pipe.set_progress_bar_config(disable=True)
     seeds = list(range(HELD_OUT_SEED_START, HELD_OUT_SEED_START + num_scenes))
     with torch.inference_mode():
-        scores = evaluate_scenes(pipe, seeds, 8)
+        scores, kept = evaluate_scenes(pipe, seeds, 8, keep_views=True)
+        recall = input_recall_psnr(pipe, [(memory, inputs) for _, memory, inputs, _ in kept])
     result = DemoResult(scores, pipe.config.num_input_views, 8, record["image_size"])
     setting = f"{result.num_input_views} input frames, 8 held-out views"
     dataset = f"fsm-hf procedural 4D scenes (held-out seeds {seeds[0]}-{seeds[-1]})"
@@ -566,8 +570,6 @@ def package_builtin_model(
         pipe.model.config, provenance=provenance, eval_results=eval_rows, training_config=record, subfolder="model"
     )
     head, provenance_section = card.split("## Provenance", 1)
-    with torch.inference_mode():
-        recall = input_recall_psnr(pipe, seeds, result.num_input_views, result.resolution)
     section = _demo_model_section(result, training, ablation, recall)
     (destination / "model" / "README.md").write_text(f"{head}{section}\n\n## Provenance{provenance_section}", encoding="utf-8")
     if log:

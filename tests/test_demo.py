@@ -177,8 +177,11 @@ def test_input_recall_psnr_scores_the_inputs_rendered_from_their_own_memory():
     pipe = fsm_hf.FSMPipeline.from_pretrained(MODEL_DIR)
     pipe.set_progress_bar_config(disable=True)
     size = pipe.config.resolution[0]
-    value = demo.input_recall_psnr(pipe, [10_003], pipe.config.num_input_views, size)
-    inputs, _ = generate_scene(10_003, demo.DEMO_NUM_FRAMES, size, size).split(pipe.config.num_input_views, 1, seed=demo.SPLIT_SEED)
-    memory = pipe.reconstruct(inputs.images, demo._cameras(inputs), inputs.times, time_convention="training")
-    rendered = pipe.render(memory, demo._cameras(inputs), inputs.times, output_type="pt").images
-    assert value == pytest.approx(psnr(rendered, inputs.images).mean().item(), abs=1e-4)
+    _, kept = demo.evaluate_scenes(pipe, [10_003], num_target_views=2, keep_views=True)
+    _, memory, inputs, _ = kept[0]
+    value = demo.input_recall_psnr(pipe, [(memory, inputs)])
+    fresh, _ = generate_scene(10_003, demo.DEMO_NUM_FRAMES, size, size).split(pipe.config.num_input_views, 1, seed=demo.SPLIT_SEED)
+    assert torch.equal(fresh.images, inputs.images)  # the demo's input frames of that scene
+    memory = pipe.reconstruct(fresh.images, demo._cameras(fresh), fresh.times, time_convention="training")
+    rendered = pipe.render(memory, demo._cameras(fresh), fresh.times, output_type="pt").images
+    assert value == pytest.approx(psnr(rendered, fresh.images).mean().item(), abs=1e-4)
