@@ -75,6 +75,7 @@ def _check_newton_schulz_batching(newton_schulz_batching: str) -> None:
     if newton_schulz_batching not in NEWTON_SCHULZ_BATCHING:
         raise ValueError(f"newton_schulz_batching must be one of {NEWTON_SCHULZ_BATCHING}, got {newton_schulz_batching!r}")
 
+
 # Quintic Newton–Schulz coefficients (Muon).
 _NS_A, _NS_B, _NS_C = 3.4445, -4.7750, 2.0315
 
@@ -210,15 +211,12 @@ def bf16_emulation_available() -> bool:
     global _EMULATION_AGREES
     if _EMULATION_AGREES is None:
         g = torch.Generator().manual_seed(0)
-        agrees = True
+        operands = (
+            (torch.randn(n, m, k, generator=g).to(torch.bfloat16), torch.randn(n, k, p, generator=g).to(torch.bfloat16))
+            for n, m, k, p in _PROBE_SHAPES
+        )
         with torch.no_grad():
-            for n, m, k, p in _PROBE_SHAPES:
-                a = torch.randn(n, m, k, generator=g).to(torch.bfloat16)
-                b = torch.randn(n, k, p, generator=g).to(torch.bfloat16)
-                if not torch.equal(a @ b, bf16_matmul_emulated(a, b)):
-                    agrees = False
-                    break
-        _EMULATION_AGREES = agrees
+            _EMULATION_AGREES = all(torch.equal(a @ b, bf16_matmul_emulated(a, b)) for a, b in operands)
     return _EMULATION_AGREES
 
 

@@ -157,7 +157,7 @@ class _SceneEntry:
         return self.path is None
 
     def num_frames(self) -> int:
-        if self.path is None:
+        if self.is_synthetic:
             return self.frames
         return len(self.scene())
 
