@@ -185,13 +185,17 @@ MB = 2**20
 # The LaCET workload
 
 
-def build_layer(dim: int, head_dim: int, chunk_size: int, ns_dtype: str, device, seed: int = 0, batching: str = "exact", compile: bool = False):
+def build_layer(
+    dim: int, head_dim: int, chunk_size: int, ns_dtype: str, device, seed: int = 0, batching: str = "exact", compile: bool = False,
+    ns_method: str = "auto",
+):  # fmt: skip
     from modeling.lacet import ElasticSettings, LaCETLayer
 
     torch.manual_seed(seed)
     layer = LaCETLayer(
         dim, head_dim, inter_multi=2, base_lr=0.01, chunk_size=chunk_size, newton_schulz_steps=5,
         newton_schulz_dtype=ns_dtype, elastic=ElasticSettings(enabled=True), newton_schulz_batching=batching, compile=compile,
+        newton_schulz_method=ns_method,
     )  # fmt: skip
     for lin in (layer.to_qkv, layer.c_proj, layer.lr_fc):
         torch.nn.init.normal_(lin.weight, std=0.02)
@@ -242,7 +246,7 @@ def run_rows(args) -> List[dict]:
                 for mode in modes:
                     row = {"ns_dtype": ns_dtype, "chunk": chunk, "tokens": length, "mode": mode}
                     try:
-                        ours = build_layer(args.dim, args.head_dim or args.dim, chunk, ns_dtype, device, batching=args.batching, compile=args.compile)
+                        ours = build_layer(args.dim, args.head_dim or args.dim, chunk, ns_dtype, device, batching=args.batching, compile=args.compile, ns_method=args.ns_method)
                         x = torch.randn(args.batch, length, args.dim, device=device)
                         schedule = [TTTOperation(0, length, True, False), TTTOperation(0, length, False, True)]
                         grad = mode != "forward"
@@ -301,8 +305,10 @@ COLUMNS = ["ns_dtype", "chunk", "tokens", "mode", "ours_s", "ours_tok_s", "ours_
 
 
 def add_run_arguments(p: argparse.ArgumentParser, reps: int = 3) -> None:
-    """Options every benchmark script shares: Newton–Schulz batching, threads, repetitions, JSON output."""
+    """Options every benchmark script shares: Newton–Schulz batching and method, threads, repetitions, JSON output."""
     p.add_argument("--batching", default="exact", choices=["exact", "all", "none"], help="Newton–Schulz batching (ours)")
+    p.add_argument("--ns-method", default="auto", choices=["auto", "dense", "factored"],
+                   help="fp32 Newton–Schulz without autograd: dense, factored through C x C cores, or auto (ours)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on CPU; see README)")
     p.add_argument("--reps", type=int, default=reps)
     p.add_argument("--warmup", type=int, default=1)

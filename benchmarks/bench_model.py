@@ -70,7 +70,7 @@ class Workbench:
             torch.manual_seed(0)
             self.theirs = self.checkpoint = None
             self.ours = FSMForNovelViewSynthesis(config_from_official_yaml(self.yaml)).eval().to(self.device)
-        configure_lacet(self.ours, newton_schulz_batching=args.batching, compile=args.compile)
+        configure_lacet(self.ours, newton_schulz_batching=args.batching, compile=args.compile, newton_schulz_method=args.ns_method)
         if args.emulate_bf16 is not None:
             import modeling.lacet as lacet
 
@@ -224,7 +224,7 @@ def main(argv=None):
     env = environment(args.device)
     print(
         f"FSM-LVSM inference: {args.layers} layers, width {args.dim}, {args.resolution}px, {args.views} -> {args.targets} views, "
-        f"batch {args.batch}, dtype {args.dtype}, batching {args.batching}, {env}"
+        f"batch {args.batch}, dtype {args.dtype}, batching {args.batching}, fp32 NS {args.ns_method}, {env}"
     )
     rows = forward_rows(bench, args)
     if not args.no_render_many:

@@ -37,6 +37,16 @@ Performance options (all off the numerics of the default path unless stated; see
   (its input transposed to ``[d, d*m]``): one call instead of two, the same mathematics, but the
   transposed layout changes the summation order of the bf16 products, so it is *not* bit-identical
   to the reference (use it with fp32 Newton–Schulz or on GPUs). ``"none"``: three calls.
+* ``newton_schulz_method`` (fp32 Newton–Schulz, without autograd): ``"dense"``, ``"factored"`` or
+  ``"auto"``. A chunk of ``C`` tokens gives update matrices ``G = A^T B`` (``A``: ``[C, r]``,
+  ``B``: ``[C, c]``) of rank at most ``C``; with thin QR factors ``A^T = Q1 T1``, ``B^T = Q2 T2``,
+  Newton–Schulz of ``G`` is ``Q1 NS(T1 T2^T) Q2^T``, an iteration on a ``C x C`` matrix
+  (:func:`newton_schulz_factored`). The same mathematics with far fewer operations when ``C`` is
+  well below the fast weights' width (one 128-token chunk of width-768 fast weights: ~30x fewer;
+  the released models' 8192-token chunks: not applicable), as accurate against an fp64 reference as
+  the dense iteration, not bit-identical to it. ``"auto"`` (default) = factored where its count of
+  multiply-adds is lower. bf16 Newton–Schulz (the reference's roundings) and anything that needs
+  gradients (the QR backward is unstable for rank-deficient chunks) always run dense.
 * ``compile``: run the per-chunk update step through ``torch.compile`` (off by default; not
   bit-identical: fused element-wise kernels round differently).
 * Without gradients, the apply step evaluates ``silu`` and the gating product in place (same values,
@@ -69,11 +79,17 @@ ELASTIC_ESTIMATORS = ("mas", "ewc", "si")
 ANCHOR_POLICIES = ("global", "streaming", "streaming-ema")
 NEWTON_SCHULZ_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 NEWTON_SCHULZ_BATCHING = ("exact", "all", "none")
+NEWTON_SCHULZ_METHODS = ("auto", "dense", "factored")
 
 
 def _check_newton_schulz_batching(newton_schulz_batching: str) -> None:
     if newton_schulz_batching not in NEWTON_SCHULZ_BATCHING:
         raise ValueError(f"newton_schulz_batching must be one of {NEWTON_SCHULZ_BATCHING}, got {newton_schulz_batching!r}")
+
+
+def _check_newton_schulz_method(newton_schulz_method: str) -> None:
+    if newton_schulz_method not in NEWTON_SCHULZ_METHODS:
+        raise ValueError(f"newton_schulz_method must be one of {NEWTON_SCHULZ_METHODS}, got {newton_schulz_method!r}")
 
 
 # Quintic Newton–Schulz coefficients (Muon).
@@ -261,6 +277,45 @@ def newton_schulz(
     return x
 
 
+def newton_schulz_factored(left: torch.Tensor, right: torch.Tensor, steps: int) -> torch.Tensor:
+    """:func:`newton_schulz` of ``left^T @ right`` without forming it: through a ``C x C`` core.
+
+    With thin QR factorisations ``left^T = Q1 T1`` and ``right^T = Q2 T2`` (``Q1``, ``Q2`` with
+    orthonormal columns), ``left^T right = Q1 Y Q2^T`` with ``Y = T1 T2^T``. For ``x = Q1 Y Q2^T``:
+    ``||x||_F = ||Y||_F``, ``x x^T x = Q1 (Y Y^T Y) Q2^T`` and so on, so every Newton–Schulz iterate
+    is ``Q1 Y_k Q2^T`` where ``Y_k`` is the same iteration run on ``Y``. The orthonormal factors keep
+    this as well conditioned as the dense iteration (the token Gram matrices ``left left^T`` would
+    square the condition number of the usually highly correlated tokens).
+
+    Args:
+        left: ``[N, C, r]``.
+        right: ``[N, C, c]``.
+        steps: number of iterations.
+
+    Returns:
+        ``[N, r, c]`` in the inputs' dtype (use fp32 or fp64). Equal to the dense fp32 iteration up to
+        rounding (in either orientation: the dense version transposes tall matrices, which does not
+        change the result). Not for autograd: the QR backward is unstable for rank-deficient chunks.
+    """
+    q_left, t_left = torch.linalg.qr(left.transpose(1, 2))  # [N, r, k], [N, k, C]
+    q_right, t_right = torch.linalg.qr(right.transpose(1, 2))  # [N, c, k'], [N, k', C]
+    core = newton_schulz(t_left @ t_right.transpose(1, 2), steps, left.dtype)  # [N, k, k']
+    return q_left @ (core @ q_right.transpose(1, 2))
+
+
+def factored_newton_schulz_is_cheaper(chunk: int, rows: int, columns: int, steps: int = 5) -> bool:
+    """Whether :func:`newton_schulz_factored` takes fewer multiply-adds than forming ``left^T right``
+    (``[rows, columns]``, rank <= ``chunk``) and running :func:`newton_schulz` on it (Householder QR
+    with the explicit ``Q``: about ``2 (m n^2 - n^3 / 3)`` for ``[m, n]``)."""
+    small, large = min(rows, columns), max(rows, columns)
+    if chunk >= small:
+        return False
+    dense = chunk * rows * columns + steps * (2 * small * small * large + small**3)
+    qr = 2 * ((rows + columns) * chunk * chunk - 2 * chunk**3 / 3)
+    factored = qr + chunk**3 + steps * 3 * chunk**3 + chunk * chunk * columns + rows * chunk * columns
+    return factored < dense
+
+
 def fast_weight_apply(weights: FastWeights, q: torch.Tensor) -> torch.Tensor:
     """Evaluate the SwiGLU fast weights: ``[N, L, d] -> [N, L, d]``.
 
@@ -283,6 +338,7 @@ def fast_weight_directions(
     newton_schulz_steps: int,
     newton_schulz_dtype: torch.dtype,
     newton_schulz_batching: str = "exact",
+    newton_schulz_method: str = "auto",
 ) -> FastWeights:
     """Orthogonalised descent directions ``U`` of the inner loss on one chunk.
 
@@ -291,8 +347,11 @@ def fast_weight_directions(
         k, v: ``[N, C, d]`` keys and values of the chunk.
         lr: per-token learning rates for ``(W0, W1, W2)``, each ``[N, C, 1]``.
         newton_schulz_batching: ``"exact"``, ``"all"`` or ``"none"`` (module docstring).
+        newton_schulz_method: ``"dense"``, ``"factored"`` (fp32 Newton–Schulz on ``C x C`` cores) or
+            ``"auto"`` (factored where cheaper); bf16 Newton–Schulz is always dense (module docstring).
     """
     _check_newton_schulz_batching(newton_schulz_batching)
+    _check_newton_schulz_method(newton_schulz_method)
     lr0, lr1, lr2 = lr
     gate = k @ weights.w0  # [N, C, dm]
     up = k @ weights.w2  # [N, C, dm]
@@ -301,6 +360,17 @@ def fast_weight_directions(
     dhidden = v @ weights.w1.transpose(-1, -2)  # [N, C, dm]
     dup = dhidden * silu_gate
     dgate = silu_derivative_times(dhidden * up, gate)
+    needs_graph = torch.is_grad_enabled() and any(t.requires_grad for t in (*weights, k, v, *lr))
+    if newton_schulz_dtype != torch.bfloat16 and newton_schulz_method != "dense" and not needs_graph:
+        if newton_schulz_method == "factored" or factored_newton_schulz_is_cheaper(
+            k.shape[1], k.shape[2], dgate.shape[2], newton_schulz_steps
+        ):
+
+            def ns_factored(left, right):
+                return newton_schulz_factored(left.to(newton_schulz_dtype), right.to(newton_schulz_dtype), newton_schulz_steps)
+
+            u0, u2 = ns_factored(torch.cat([k * lr0, k * lr2]), torch.cat([dgate, dup])).chunk(2)
+            return FastWeights(u0, ns_factored(hidden * lr1, v), u2)
     g0 = (k * lr0).transpose(-1, -2) @ dgate  # [N, d, dm]
     g2 = (k * lr2).transpose(-1, -2) @ dup  # [N, d, dm]
 
@@ -375,9 +445,12 @@ def fast_weight_step(
     newton_schulz_dtype: torch.dtype,
     newton_schulz_batching: str,
     elastic: ElasticSettings,
+    newton_schulz_method: str = "auto",
 ) -> Tuple[FastWeights, Optional[ElasticState]]:
     """One whole update on a chunk: :func:`fast_weight_directions` then :func:`fast_weight_update`."""
-    directions = fast_weight_directions(weights, k, v, lr, newton_schulz_steps, newton_schulz_dtype, newton_schulz_batching)
+    directions = fast_weight_directions(
+        weights, k, v, lr, newton_schulz_steps, newton_schulz_dtype, newton_schulz_batching, newton_schulz_method
+    )
     return fast_weight_update(weights, directions, column_norms, elastic, elastic_state)
 
 
@@ -429,6 +502,7 @@ def lacet_scan(
     elastic_state: Optional[ElasticState] = None,
     column_norms: Optional[FastWeights] = None,
     newton_schulz_batching: str = "exact",
+    newton_schulz_method: str = "auto",
     compile: bool = False,
 ) -> Tuple[torch.Tensor, FastWeights, Optional[ElasticState]]:
     """Run a test-time-training schedule over a sequence.
@@ -443,7 +517,7 @@ def lacet_scan(
             weights from *before* its update (shifted block-causal) instead of after.
         elastic, elastic_state: the elastic prior and its state (anchors, importances).
         column_norms: per-column norms to renormalise to; defaults to those of ``weights``.
-        newton_schulz_batching, compile: performance options (module docstring).
+        newton_schulz_batching, newton_schulz_method, compile: performance options (module docstring).
 
     Returns:
         ``(outputs [N, L_out, d], final fast weights, final elastic state)``.
@@ -473,6 +547,7 @@ def lacet_scan(
                     newton_schulz_dtype,
                     newton_schulz_batching,
                     elastic,
+                    newton_schulz_method,
                 )
                 if op.apply and not apply_before_update:
                     outputs.append(fast_weight_apply(weights, q[:, s:e]))
@@ -494,8 +569,8 @@ class LaCETLayer(nn.Module):
         newton_schulz_steps, newton_schulz_dtype: orthogonalisation of the updates.
         apply_before_update: see :func:`lacet_scan`.
         elastic: :class:`ElasticSettings`.
-        newton_schulz_batching, compile: performance options (module docstring; also settable
-            afterwards as attributes, e.g. with :func:`configure_lacet`).
+        newton_schulz_batching, compile, newton_schulz_method: performance options (module
+            docstring; also settable afterwards as attributes, e.g. with :func:`configure_lacet`).
 
     Persistent buffers ``anchor_w{0,1,2}`` and ``importance_w{0,1,2}`` (``[H, ...]``, fp32) hold the
     initial elastic state that ships with a checkpoint.
@@ -515,10 +590,13 @@ class LaCETLayer(nn.Module):
         initial_importance: float = 1e-6,
         newton_schulz_batching: str = "exact",
         compile: bool = False,
+        newton_schulz_method: str = "auto",
     ):
         super().__init__()
         _check_newton_schulz_batching(newton_schulz_batching)
+        _check_newton_schulz_method(newton_schulz_method)
         self.newton_schulz_batching = newton_schulz_batching
+        self.newton_schulz_method = newton_schulz_method
         self.compile = compile
         if hidden_size % head_dim != 0:
             raise ValueError(f"hidden_size {hidden_size} is not a multiple of the LaCET head_dim {head_dim}")
@@ -636,6 +714,7 @@ class LaCETLayer(nn.Module):
             elastic_state=elastic_state if self.elastic.enabled else None,
             column_norms=column_norms,
             newton_schulz_batching=self.newton_schulz_batching,
+            newton_schulz_method=self.newton_schulz_method,
             compile=self.compile,
         )
         return self._merge_heads(out, b), fast_weights, elastic_state
@@ -654,17 +733,26 @@ class LaCETLayer(nn.Module):
         )
 
 
-def configure_lacet(module: nn.Module, newton_schulz_batching: Optional[str] = None, compile: Optional[bool] = None) -> int:
+def configure_lacet(
+    module: nn.Module,
+    newton_schulz_batching: Optional[str] = None,
+    compile: Optional[bool] = None,
+    newton_schulz_method: Optional[str] = None,
+) -> int:
     """Set performance options on every :class:`LaCETLayer` inside ``module`` (``None`` = unchanged).
 
     Returns the number of layers changed. Example: ``configure_lacet(model, newton_schulz_batching="all")``.
     """
     if newton_schulz_batching is not None:
         _check_newton_schulz_batching(newton_schulz_batching)
+    if newton_schulz_method is not None:
+        _check_newton_schulz_method(newton_schulz_method)
     layers = [m for m in module.modules() if isinstance(m, LaCETLayer)]
     for layer in layers:
         if newton_schulz_batching is not None:
             layer.newton_schulz_batching = newton_schulz_batching
         if compile is not None:
             layer.compile = compile
+        if newton_schulz_method is not None:
+            layer.newton_schulz_method = newton_schulz_method
     return len(layers)

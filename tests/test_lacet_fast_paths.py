@@ -16,8 +16,10 @@ from modeling.lacet import (
     bf16_matmul_emulated,
     configure_lacet,
     fast_weight_apply,
+    factored_newton_schulz_is_cheaper,
     fast_weight_directions,
     newton_schulz,
+    newton_schulz_factored,
 )
 
 from conftest import load_oracle_case, official_model_inputs, requires_oracle
@@ -138,8 +140,8 @@ def test_exact_batching_is_bit_identical_to_separate_calls(dtype, sizes):
     d, dm = sizes
     w, k, v, lr = _chunk(d=d, dm=dm)
     with torch.no_grad():
-        separate = fast_weight_directions(w, k, v, lr, 5, dtype, "none")
-        batched = fast_weight_directions(w, k, v, lr, 5, dtype, "exact")
+        separate = fast_weight_directions(w, k, v, lr, 5, dtype, "none", "dense")
+        batched = fast_weight_directions(w, k, v, lr, 5, dtype, "exact", "dense")
     for a, b in zip(separate, batched):
         assert torch.equal(a, b)
 
@@ -148,8 +150,8 @@ def test_all_batching_matches_in_fp32():
     """``"all"`` transposes U1's input: the same mathematics, another summation order (fp32: ~1e-6)."""
     w, k, v, lr = _chunk(d=96, dm=192)
     with torch.no_grad():
-        separate = fast_weight_directions(w, k, v, lr, 5, torch.float32, "none")
-        batched = fast_weight_directions(w, k, v, lr, 5, torch.float32, "all")
+        separate = fast_weight_directions(w, k, v, lr, 5, torch.float32, "none", "dense")
+        batched = fast_weight_directions(w, k, v, lr, 5, torch.float32, "all", "dense")
     for a, b in zip(separate, batched):
         assert a.shape == b.shape
         torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
@@ -161,6 +163,86 @@ def test_unknown_batching_is_rejected():
         fast_weight_directions(w, k, v, lr, 1, torch.float32, "sometimes")
     with pytest.raises(ValueError, match="newton_schulz_batching"):
         LaCETLayer(64, 32, newton_schulz_batching="sometimes")
+
+
+# -- factored Newton–Schulz ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("c,r,cols", [(12, 32, 64), (12, 64, 32), (48, 32, 64), (5, 40, 40)], ids=["wide", "tall", "full-rank", "square"])
+def test_factored_newton_schulz_equals_dense(c, r, cols):
+    """The ``C x C`` iteration is the dense iteration rewritten: equal in fp64 to rounding, and in
+    fp32 as close to the fp64 result as the dense fp32 iteration is."""
+    g = torch.Generator().manual_seed(11)
+    left = torch.randn(3, c, r, generator=g, dtype=torch.float64)
+    right = torch.randn(3, c, cols, generator=g, dtype=torch.float64) * torch.rand(3, c, 1, generator=g, dtype=torch.float64)
+    dense = newton_schulz(left.transpose(1, 2) @ right, 5, torch.float64)
+    factored = newton_schulz_factored(left, right, 5)
+    assert factored.shape == dense.shape == (3, r, cols)
+    torch.testing.assert_close(factored, dense, atol=1e-12, rtol=0)
+    dense32 = newton_schulz(left.float().transpose(1, 2) @ right.float(), 5, torch.float32)
+    factored32 = newton_schulz_factored(left.float(), right.float(), 5)
+    assert factored32.dtype == torch.float32
+    error_dense = (dense32.double() - dense).abs().max().item()
+    error_factored = (factored32.double() - dense).abs().max().item()
+    assert error_factored < max(4 * error_dense, 1e-6), (error_factored, error_dense)
+    steps_0 = newton_schulz(left.transpose(1, 2) @ right, 0, torch.float64)  # Frobenius normalisation only
+    torch.testing.assert_close(newton_schulz_factored(left, right, 0), steps_0, atol=1e-12, rtol=0)
+
+
+def test_factored_directions_equal_dense():
+    """Through :func:`fast_weight_directions` in fp64, so the comparison sees the algebra, not rounding."""
+    w, k, v, lr = _chunk(c=16, d=32, dm=64)
+    w, k, v, lr = w.map(torch.Tensor.double), k.double(), v.double(), tuple(t.double() for t in lr)
+    with torch.no_grad():
+        dense = fast_weight_directions(w, k, v, lr, 5, torch.float64, "exact", "dense")
+        factored = fast_weight_directions(w, k, v, lr, 5, torch.float64, "exact", "factored")
+    for a, b in zip(dense, factored):
+        torch.testing.assert_close(b, a, atol=1e-12, rtol=0)
+
+
+def test_auto_method_factors_only_fp32_chunks_narrower_than_the_weights(monkeypatch):
+    calls = []
+    def counted(left, right, steps):
+        calls.append(left.shape)
+        return newton_schulz(left.transpose(1, 2) @ right, steps, left.dtype)
+
+    monkeypatch.setattr(lacet, "newton_schulz_factored", counted)
+    narrow, wide = _chunk(c=8, d=32, dm=64), _chunk(c=48, d=32, dm=64)
+    with torch.no_grad():
+        fast_weight_directions(*narrow, 5, torch.bfloat16, "exact", "auto")
+        fast_weight_directions(*narrow, 5, torch.bfloat16, "exact", "factored")
+        assert calls == []  # bf16 keeps the reference's roundings
+        fast_weight_directions(*wide, 5, torch.float32, "exact", "auto")
+        assert calls == []
+        fast_weight_directions(*narrow, 5, torch.float32, "exact", "auto")
+        assert len(calls) == 2  # U0 and U2 batched, then U1
+        fast_weight_directions(*narrow, 5, torch.float32, "exact", "dense")
+        assert len(calls) == 2
+    # Training (an autograd graph) stays dense, even when asked: the QR backward is not stable.
+    w, k, v, lr = narrow
+    fast_weight_directions(w.map(lambda t: t.requires_grad_(True)), k, v, lr, 5, torch.float32, "exact", "factored")
+    assert len(calls) == 2
+    assert factored_newton_schulz_is_cheaper(64, 128, 256) and not factored_newton_schulz_is_cheaper(128, 128, 256)
+    assert factored_newton_schulz_is_cheaper(512, 768, 1536) and not factored_newton_schulz_is_cheaper(1024, 768, 1536)
+    with pytest.raises(ValueError, match="newton_schulz_method"):
+        fast_weight_directions(*narrow, 5, torch.float32, "exact", "sparse")
+    with pytest.raises(ValueError, match="newton_schulz_method"):
+        LaCETLayer(64, 32, newton_schulz_method="sparse")
+
+
+@requires_oracle
+@pytest.mark.parametrize("name", ["lvsm4d_lacet_sema_si_4chunks", "lvsm3d_lact"])
+def test_factored_newton_schulz_keeps_oracle_parity(name):
+    """Forced on the fixtures (whose chunks are not narrower than the weights, so ``auto`` stays dense):
+    within the fp32 parity tolerance of the official fp32 run."""
+    from conversion import convert_official
+
+    case = load_oracle_case(name)
+    model = convert_official(case["checkpoint"], case["config"], newton_schulz_dtype="float32")
+    assert configure_lacet(model, newton_schulz_method="factored") > 0
+    with torch.no_grad():
+        images = model(**official_model_inputs(case, model.config.max_frames)).images
+    torch.testing.assert_close(images, case["fp32"]["output.images"], atol=1e-4, rtol=0)
 
 
 # -- layer-level options ------------------------------------------------------------------------------
