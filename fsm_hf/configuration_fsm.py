@@ -87,6 +87,11 @@ class FSMConfig(PretrainedConfig):
         initializer_range (`float`, *optional*, defaults to 0.02):
             Std of the normal initialisation of linear layers (residual projections use
             `initializer_range / sqrt(3 * num_hidden_layers)`).
+        ttt_fast_weight_init_scale (`float`, *optional*, defaults to 1.0):
+            Multiplies the std `sqrt(2 / fan_in)` of the fast weights' initial values (1 = the official
+            initialisation). Read only when a model is freshly initialised. Smaller values let the
+            test-time updates, rather than the initial values, dominate the fast weights early in
+            training from scratch (the built-in demo model uses 0.1).
 
     Example:
 
@@ -134,6 +139,7 @@ class FSMConfig(PretrainedConfig):
         temporal_threshold: float = 0.05,
         layer_norm_eps: float = 1e-5,
         initializer_range: float = 0.02,
+        ttt_fast_weight_init_scale: float = 1.0,
         **kwargs,
     ):
         self.hidden_size = hidden_size
@@ -168,6 +174,7 @@ class FSMConfig(PretrainedConfig):
         self.temporal_threshold = temporal_threshold
         self.layer_norm_eps = layer_norm_eps
         self.initializer_range = initializer_range
+        self.ttt_fast_weight_init_scale = ttt_fast_weight_init_scale
         super().__init__(**kwargs)
         self.validate()
 
@@ -199,6 +206,8 @@ class FSMConfig(PretrainedConfig):
             )
         if self.max_frames < 2:
             raise ValueError(f"FSMConfig.max_frames must be >= 2, got {self.max_frames}")
+        if not self.ttt_fast_weight_init_scale > 0:
+            raise ValueError(f"FSMConfig.ttt_fast_weight_init_scale must be > 0, got {self.ttt_fast_weight_init_scale}")
         for name in ("elastic_alpha", "elastic_beta"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

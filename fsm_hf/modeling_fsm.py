@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from modeling.blocks import FSMBackbone, LVSMHead
-from modeling.lacet import FastWeights, LaCETLayer
+from modeling.lacet import FastWeights, LaCETLayer, fast_weight_init_std
 from modeling.tokenizer import FSMPatchEmbeddings, build_posed_pixels, unpatchify
 
 from .configuration_fsm import FSMConfig
@@ -107,7 +107,7 @@ class FSMPreTrainedModel(PreTrainedModel):
         elif isinstance(module, LaCETLayer):
             for name in ("w0", "w1", "w2"):
                 weight = getattr(module, name)
-                init.normal_(weight, mean=0.0, std=math.sqrt(2.0) / math.sqrt(weight.shape[1]))
+                init.normal_(weight, mean=0.0, std=fast_weight_init_std(weight.shape[1], self.config.ttt_fast_weight_init_scale))
             # Elastic buffers are built from the (possibly just loaded) fast-weight initial values.
             for name in ("w0", "w1", "w2"):
                 init.copy_(getattr(module, f"anchor_{name}"), getattr(module, name).detach().float())

@@ -85,6 +85,7 @@ class FSMBlock(nn.Module):
             apply_before_update=config.apply_before_update,
             elastic=elastic_settings_from_config(config),
             initial_importance=config.elastic_initial_importance,
+            fast_weight_init_scale=config.ttt_fast_weight_init_scale,
         )
         self.mlp_norm = nn.LayerNorm(d, eps=config.layer_norm_eps, bias=False)
         self.mlp = FSMMLP(d, config.mlp_ratio)

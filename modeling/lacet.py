@@ -158,6 +158,11 @@ class ElasticSettings:
             raise ValueError(f"anchor policy must be one of {ANCHOR_POLICIES}, got {self.anchor_policy!r}")
 
 
+def fast_weight_init_std(fan_in: int, scale: float = 1.0) -> float:
+    """Std of the fast weights' initial values: ``scale * sqrt(2) / sqrt(fan_in)`` (``scale = 1``: the reference)."""
+    return scale * math.sqrt(2.0) / math.sqrt(fan_in)
+
+
 def inv_softplus(x: float) -> float:
     """Inverse of softplus for a positive scalar."""
     return x + math.log(-math.expm1(-x))
@@ -569,8 +574,11 @@ class LaCETLayer(nn.Module):
         newton_schulz_steps, newton_schulz_dtype: orthogonalisation of the updates.
         apply_before_update: see :func:`lacet_scan`.
         elastic: :class:`ElasticSettings`.
+        initial_importance: value the importance buffers are (re)built with.
         newton_schulz_batching, compile, newton_schulz_method: performance options (module
             docstring; also settable afterwards as attributes, e.g. with :func:`configure_lacet`).
+        fast_weight_init_scale: multiplies the std of the fast weights' initial values
+            (:func:`fast_weight_init_std`; 1 = the reference). Only fresh initialisation reads it.
 
     Persistent buffers ``anchor_w{0,1,2}`` and ``importance_w{0,1,2}`` (``[H, ...]``, fp32) hold the
     initial elastic state that ships with a checkpoint.
@@ -591,6 +599,7 @@ class LaCETLayer(nn.Module):
         newton_schulz_batching: str = "exact",
         compile: bool = False,
         newton_schulz_method: str = "auto",
+        fast_weight_init_scale: float = 1.0,
     ):
         super().__init__()
         _check_newton_schulz_batching(newton_schulz_batching)
@@ -612,6 +621,7 @@ class LaCETLayer(nn.Module):
         self.apply_before_update = apply_before_update
         self.elastic = elastic
         self.initial_importance = initial_importance
+        self.fast_weight_init_scale = fast_weight_init_scale
         self.base_lr_inv = inv_softplus(base_lr)
 
         h, d, dm = self.num_heads, head_dim, self.inner_dim
@@ -629,10 +639,10 @@ class LaCETLayer(nn.Module):
 
     # -- fast-weight initial values and elastic buffers ------------------------------------------
     def reset_fast_weights(self, generator: Optional[torch.Generator] = None) -> None:
-        """``randn * sqrt(2) / sqrt(fan_in)``, as the reference."""
+        """``randn * sqrt(2) / sqrt(fan_in)`` as the reference, times ``fast_weight_init_scale``."""
         with torch.no_grad():
             for w in (self.w0, self.w1, self.w2):
-                w.normal_(0.0, math.sqrt(2.0) / math.sqrt(w.shape[1]), generator=generator)
+                w.normal_(0.0, fast_weight_init_std(w.shape[1], self.fast_weight_init_scale), generator=generator)
 
     def reset_elastic_buffers(self) -> None:
         """Anchors <- the current slow fast-weight initial values; importances <- ``initial_importance``."""

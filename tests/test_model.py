@@ -135,6 +135,25 @@ def test_initialisation_follows_the_reference_scheme():
     assert torch.all(block.lacet.lr_fc.bias == 0)
 
 
+def test_fast_weight_init_scale_scales_only_the_fast_weights_initial_values():
+    config = FSMConfig.from_preset("tiny", hidden_size=128, ttt_head_dim=64, attention_head_dim=32, ttt_fast_weight_init_scale=0.1)
+    torch.manual_seed(0)
+    model = FSMForNovelViewSynthesis(config)
+    block = model.fsm.backbone.layers[0]
+    for name in ("w0", "w1", "w2"):
+        weight = getattr(block.lacet, name)
+        expected = 0.1 * math.sqrt(2 / weight.shape[1])
+        assert abs(weight.std().item() - expected) < 0.1 * expected, name
+        assert torch.equal(getattr(block.lacet, f"anchor_{name}"), weight.detach())  # anchors follow
+    assert abs(block.mlp.c_fc.weight.std().item() - 0.02) < 0.002
+    block.lacet.reset_fast_weights()  # the layer's own re-initialisation reads the same scale
+    assert abs(block.lacet.w0.std().item() - 0.1 * math.sqrt(2 / block.lacet.w0.shape[1])) < 0.01 * math.sqrt(2 / block.lacet.w0.shape[1])
+    reloaded = FSMConfig.from_dict(config.to_dict())
+    assert reloaded.ttt_fast_weight_init_scale == 0.1
+    with pytest.raises(ValueError, match="ttt_fast_weight_init_scale"):
+        FSMConfig.from_preset("tiny", ttt_fast_weight_init_scale=0.0)
+
+
 def test_presets_build_the_released_architectures():
     config = FSMConfig.from_preset("fsm-4d-lvsm")
     assert (config.hidden_size, config.num_hidden_layers, config.ttt_head_dim, config.num_input_channels) == (768, 24, 768, 13)
