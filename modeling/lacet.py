@@ -367,8 +367,10 @@ def fast_weight_directions(
     dgate = silu_derivative_times(dhidden * up, gate)
     needs_graph = torch.is_grad_enabled() and any(t.requires_grad for t in (*weights, k, v, *lr))
     if newton_schulz_dtype != torch.bfloat16 and newton_schulz_method != "dense" and not needs_graph:
-        if newton_schulz_method == "factored" or factored_newton_schulz_is_cheaper(
-            k.shape[1], k.shape[2], dgate.shape[2], newton_schulz_steps
+        # ``auto`` stays on devices with batched QR kernels (CPU, CUDA).
+        if newton_schulz_method == "factored" or (
+            k.device.type in ("cpu", "cuda")
+            and factored_newton_schulz_is_cheaper(k.shape[1], k.shape[2], dgate.shape[2], newton_schulz_steps)
         ):
 
             def ns_factored(left, right):
