@@ -37,16 +37,16 @@ Performance options (all off the numerics of the default path unless stated; see
   (its input transposed to ``[d, d*m]``): one call instead of two, the same mathematics, but the
   transposed layout changes the summation order of the bf16 products, so it is *not* bit-identical
   to the reference (use it with fp32 Newton–Schulz or on GPUs). ``"none"``: three calls.
-* ``newton_schulz_method`` (fp32 Newton–Schulz, without autograd): ``"dense"``, ``"factored"`` or
-  ``"auto"``. A chunk of ``C`` tokens gives update matrices ``G = A^T B`` (``A``: ``[C, r]``,
-  ``B``: ``[C, c]``) of rank at most ``C``; with thin QR factors ``A^T = Q1 T1``, ``B^T = Q2 T2``,
-  Newton–Schulz of ``G`` is ``Q1 NS(T1 T2^T) Q2^T``, an iteration on a ``C x C`` matrix
-  (:func:`newton_schulz_factored`). The same mathematics with far fewer operations when ``C`` is
-  well below the fast weights' width (one 128-token chunk of width-768 fast weights: ~30x fewer;
-  the released models' 8192-token chunks: not applicable), as accurate against an fp64 reference as
-  the dense iteration, not bit-identical to it. ``"auto"`` (default) = factored where its count of
-  multiply-adds is lower. bf16 Newton–Schulz (the reference's roundings) and anything that needs
-  gradients (the QR backward is unstable for rank-deficient chunks) always run dense.
+* ``newton_schulz_method`` (fp32 Newton–Schulz): ``"dense"``, ``"factored"`` or ``"auto"``. A chunk
+  of ``C`` tokens gives update matrices ``G = A^T B`` (``A``: ``[C, r]``, ``B``: ``[C, c]``) of rank
+  at most ``C``; with thin QR factors ``A^T = Q1 T1``, ``B^T = Q2 T2``, Newton–Schulz of ``G`` is
+  ``Q1 NS(T1 T2^T) Q2^T``, an iteration on a ``C x C`` matrix, with a hand-written backward on the
+  same small matrices (:func:`newton_schulz_factored`). The same mathematics with far fewer
+  operations when ``C`` is well below the fast weights' width (one 128-token chunk of width-768 fast
+  weights: ~30x fewer; the released models' 8192-token chunks: not applicable), as accurate against
+  an fp64 reference as the dense iteration (values and gradients), not bit-identical to it.
+  ``"auto"`` (default) = factored where its count of multiply-adds is lower, on CPU and CUDA. bf16
+  Newton–Schulz always runs dense: it must keep the reference's roundings.
 * ``compile``: run the per-chunk update step through ``torch.compile`` (off by default; not
   bit-identical: fused element-wise kernels round differently).
 * Without gradients, the apply step evaluates ``silu`` and the gating product in place (same values,
@@ -282,6 +282,53 @@ def newton_schulz(
     return x
 
 
+class _FactoredNewtonSchulz(torch.autograd.Function):
+    """Forward and hand-written backward of :func:`newton_schulz_factored` (see there)."""
+
+    @staticmethod
+    def forward(ctx, left: torch.Tensor, right: torch.Tensor, steps: int) -> torch.Tensor:
+        q_left, t_left = torch.linalg.qr(left.transpose(1, 2))  # [N, r, k1], [N, k1, C]
+        q_right, t_right = torch.linalg.qr(right.transpose(1, 2))  # [N, c, k2], [N, k2, C]
+        core = t_left @ t_right.transpose(1, 2)  # [N, k1, k2]
+        ctx.save_for_backward(q_left, t_left, q_right, t_right, core)
+        ctx.steps = steps
+        return q_left @ (newton_schulz(core, steps, core.dtype) @ q_right.transpose(1, 2))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        # dL/dleft = right (dL/dG)^T and dL/dright = left (dL/dG) need dL/dG only through Q1^T dL/dG
+        # and dL/dG Q2. Split the output gradient into blocks on (range Q1 | its complement) x
+        # (range Q2 | its complement): the (Q1, Q2) block is the core's own vector-Jacobian product;
+        # the (Q1, not Q2) block is only multiplied from the left by each step's polynomial
+        # p(x x^T) and the (not Q1, Q2) block from the right by p(x^T x), i.e. by the maps the
+        # forward applied to the core, and by the normalisation's 1 / (||G|| + eps).
+        q_left, t_left, q_right, t_right, core = ctx.saved_tensors
+        n, k1, k2 = core.shape
+        grad_rows = q_left.transpose(1, 2) @ grad  # Q1^T dL/dU: [N, k1, c]
+        grad_columns = grad @ q_right  # dL/dU Q2: [N, r, k2]
+        grad_core = grad_rows @ q_right  # [N, k1, k2]
+        with torch.enable_grad():
+            x = core.detach().requires_grad_(True)
+            (core_bar,) = torch.autograd.grad(newton_schulz(x, ctx.steps, core.dtype), x, grad_core)
+        inv_norm = 1.0 / (core.norm(dim=(1, 2), keepdim=True) + 1e-7)
+        x = core * inv_norm
+        eye_left = torch.eye(k1, dtype=core.dtype, device=core.device).expand(n, k1, k1)
+        eye_right = torch.eye(k2, dtype=core.dtype, device=core.device).expand(n, k2, k2)
+        left_map, right_map = eye_left, eye_right
+        for _ in range(ctx.steps):
+            gram_left = x @ x.transpose(1, 2)
+            gram_right = x.transpose(1, 2) @ x
+            poly_left = _NS_A * eye_left + _NS_B * gram_left + _NS_C * (gram_left @ gram_left)
+            poly_right = _NS_A * eye_right + _NS_B * gram_right + _NS_C * (gram_right @ gram_right)
+            left_map, right_map = poly_left @ left_map, right_map @ poly_right
+            x = poly_left @ x
+        q_right_t = q_right.transpose(1, 2)
+        rows = core_bar @ q_right_t + (left_map * inv_norm) @ (grad_rows - grad_core @ q_right_t)  # Q1^T dL/dG
+        columns = q_left @ core_bar + (grad_columns - q_left @ grad_core) @ (right_map * inv_norm)  # dL/dG Q2
+        return t_right.transpose(1, 2) @ columns.transpose(1, 2), t_left.transpose(1, 2) @ rows, None
+
+
 def newton_schulz_factored(left: torch.Tensor, right: torch.Tensor, steps: int) -> torch.Tensor:
     """:func:`newton_schulz` of ``left^T @ right`` without forming it: through a ``C x C`` core.
 
@@ -290,7 +337,9 @@ def newton_schulz_factored(left: torch.Tensor, right: torch.Tensor, steps: int) 
     ``||x||_F = ||Y||_F``, ``x x^T x = Q1 (Y Y^T Y) Q2^T`` and so on, so every Newton–Schulz iterate
     is ``Q1 Y_k Q2^T`` where ``Y_k`` is the same iteration run on ``Y``. The orthonormal factors keep
     this as well conditioned as the dense iteration (the token Gram matrices ``left left^T`` would
-    square the condition number of the usually highly correlated tokens).
+    square the condition number of the usually highly correlated tokens). The backward is written by
+    hand on the same ``C x C`` quantities (differentiating through the QR factors would be unstable
+    for rank-deficient chunks); it equals the dense iteration's gradients to rounding.
 
     Args:
         left: ``[N, C, r]``.
@@ -298,14 +347,12 @@ def newton_schulz_factored(left: torch.Tensor, right: torch.Tensor, steps: int) 
         steps: number of iterations.
 
     Returns:
-        ``[N, r, c]`` in the inputs' dtype (use fp32 or fp64). Equal to the dense fp32 iteration up to
-        rounding (in either orientation: the dense version transposes tall matrices, which does not
-        change the result). Not for autograd: the QR backward is unstable for rank-deficient chunks.
+        ``[N, r, c]``, computed in the inputs' dtype with autocast off (use fp32 or fp64). Equal to
+        the dense iteration up to rounding, in either orientation (the dense version transposes tall
+        matrices, which does not change the result).
     """
-    q_left, t_left = torch.linalg.qr(left.transpose(1, 2))  # [N, r, k], [N, k, C]
-    q_right, t_right = torch.linalg.qr(right.transpose(1, 2))  # [N, c, k'], [N, k', C]
-    core = newton_schulz(t_left @ t_right.transpose(1, 2), steps, left.dtype)  # [N, k, k']
-    return q_left @ (core @ q_right.transpose(1, 2))
+    with torch.autocast(device_type=left.device.type, enabled=False):
+        return _FactoredNewtonSchulz.apply(left, right, steps)
 
 
 def factored_newton_schulz_is_cheaper(chunk: int, rows: int, columns: int, steps: int = 5) -> bool:
@@ -365,8 +412,7 @@ def fast_weight_directions(
     dhidden = v @ weights.w1.transpose(-1, -2)  # [N, C, dm]
     dup = dhidden * silu_gate
     dgate = silu_derivative_times(dhidden * up, gate)
-    needs_graph = torch.is_grad_enabled() and any(t.requires_grad for t in (*weights, k, v, *lr))
-    if newton_schulz_dtype != torch.bfloat16 and newton_schulz_method != "dense" and not needs_graph:
+    if newton_schulz_dtype != torch.bfloat16 and newton_schulz_method != "dense":
         # ``auto`` stays on devices with batched QR kernels (CPU, CUDA).
         if newton_schulz_method == "factored" or (
             k.device.type in ("cpu", "cuda")

@@ -189,18 +189,43 @@ def test_factored_newton_schulz_equals_dense(c, r, cols):
     torch.testing.assert_close(newton_schulz_factored(left, right, 0), steps_0, atol=1e-12, rtol=0)
 
 
-def test_factored_directions_equal_dense():
-    """Through :func:`fast_weight_directions` in fp64, so the comparison sees the algebra, not rounding."""
+def test_factored_directions_and_gradients_equal_dense():
+    """Through :func:`fast_weight_directions` in fp64 (the comparison sees the algebra, not rounding):
+    the values and the gradients training takes through them (the factored backward is hand-written)."""
     w, k, v, lr = _chunk(c=16, d=32, dm=64)
-    w, k, v, lr = w.map(torch.Tensor.double), k.double(), v.double(), tuple(t.double() for t in lr)
-    with torch.no_grad():
-        dense = fast_weight_directions(w, k, v, lr, 5, torch.float64, "exact", "dense")
-        factored = fast_weight_directions(w, k, v, lr, 5, torch.float64, "exact", "factored")
-    for a, b in zip(dense, factored):
+    leaves = [t.double() for t in (*w, k, v, *lr)]
+    results = {}
+    for method in ("dense", "factored"):
+        inputs = [t.clone().requires_grad_(True) for t in leaves]
+        out = fast_weight_directions(FastWeights(*inputs[:3]), inputs[3], inputs[4], tuple(inputs[5:]), 5, torch.float64, "exact", method)
+        weights = [torch.linspace(-1, 1, o.numel(), dtype=o.dtype).reshape(o.shape) for o in out]
+        sum((o * u).sum() for o, u in zip(out, weights)).backward()
+        results[method] = ([o.detach() for o in out], [t.grad for t in inputs])
+    for a, b in zip(results["dense"][0], results["factored"][0]):
         torch.testing.assert_close(b, a, atol=1e-12, rtol=0)
+    for a, b in zip(results["dense"][1], results["factored"][1]):
+        torch.testing.assert_close(b, a, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("c,r,cols,rank", [(12, 32, 64, 12), (12, 32, 64, 3), (20, 16, 24, 20), (20, 16, 24, 2)], ids=["narrow", "narrow-rank3", "wide-chunk", "wide-chunk-rank2"])
+def test_factored_newton_schulz_backward_equals_dense(c, r, cols, rank):
+    """The hand-written backward against autograd through the dense iteration, including chunks whose
+    tokens span fewer dimensions than there are tokens (where a QR backward would break down)."""
+    g = torch.Generator().manual_seed(12)
+    basis = torch.randn(2, rank, r, generator=g, dtype=torch.float64)
+    left = torch.randn(2, c, rank, generator=g, dtype=torch.float64) @ basis
+    left = (left + 1e-4 * torch.randn(2, c, r, generator=g, dtype=torch.float64)).requires_grad_(True)
+    right = torch.randn(2, c, cols, generator=g, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, r, cols, generator=g, dtype=torch.float64)
+    dense = torch.autograd.grad(newton_schulz(left.transpose(1, 2) @ right, 5, torch.float64), (left, right), upstream)
+    factored = torch.autograd.grad(newton_schulz_factored(left, right, 5), (left, right), upstream)
+    for a, b in zip(dense, factored):
+        assert torch.isfinite(b).all()
+        torch.testing.assert_close(b, a, atol=1e-9 * a.abs().max().item(), rtol=0)
 
 
 def test_auto_method_factors_only_fp32_chunks_narrower_than_the_weights(monkeypatch):
+    """``auto`` picks the factored iteration for fp32 chunks narrower than the weights (training too)."""
     calls = []
     def counted(left, right, steps):
         calls.append(left.shape)
@@ -218,10 +243,6 @@ def test_auto_method_factors_only_fp32_chunks_narrower_than_the_weights(monkeypa
         assert len(calls) == 2  # U0 and U2 batched, then U1
         fast_weight_directions(*narrow, 5, torch.float32, "exact", "dense")
         assert len(calls) == 2
-    # Training (an autograd graph) stays dense, even when asked: the QR backward is not stable.
-    w, k, v, lr = narrow
-    fast_weight_directions(w.map(lambda t: t.requires_grad_(True)), k, v, lr, 5, torch.float32, "exact", "factored")
-    assert len(calls) == 2
     assert factored_newton_schulz_is_cheaper(64, 128, 256) and not factored_newton_schulz_is_cheaper(128, 128, 256)
     assert factored_newton_schulz_is_cheaper(512, 768, 1536) and not factored_newton_schulz_is_cheaper(1024, 768, 1536)
     with pytest.raises(ValueError, match="newton_schulz_method"):
