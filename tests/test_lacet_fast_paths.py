@@ -307,7 +307,8 @@ def test_in_place_apply_without_grad_equals_autograd_path():
 
 
 def test_layer_gradients_unchanged_by_fast_paths():
-    """Training goes through the plain path: the fast paths are inference-only and must not alter gradients."""
+    """Newton–Schulz batching must not alter gradients (the bf16 emulation is inference-only; the
+    factored fp32 iteration has its own gradient tests above)."""
     x = torch.randn(1, 64, 64, generator=torch.Generator().manual_seed(7))
     grads = []
     for batching in ("none", "exact"):
