@@ -43,7 +43,7 @@ Performance options (all off the numerics of the default path unless stated; see
   ``Q1 NS(T1 T2^T) Q2^T``, an iteration on a ``C x C`` matrix, with a hand-written backward on the
   same small matrices (:func:`newton_schulz_factored`). The same mathematics with far fewer
   operations when ``C`` is well below the fast weights' width (one 128-token chunk of width-768 fast
-  weights: ~30x fewer; the released models' 8192-token chunks: not applicable), as accurate against
+  weights: ~40x fewer; the released models' 8192-token chunks: not applicable), as accurate against
   an fp64 reference as the dense iteration (values and gradients), not bit-identical to it.
   ``"auto"`` (default) = factored where its count of multiply-adds is lower, on CPU and CUDA. bf16
   Newton–Schulz always runs dense: it must keep the reference's roundings.
