@@ -261,6 +261,9 @@ def test_factored_newton_schulz_keeps_oracle_parity(name):
     case = load_oracle_case(name)
     model = convert_official(case["checkpoint"], case["config"], newton_schulz_dtype="float32")
     assert configure_lacet(model, newton_schulz_method="factored") > 0
+    assert all(m.newton_schulz_method == "factored" for m in model.modules() if isinstance(m, LaCETLayer))
+    with pytest.raises(ValueError, match="newton_schulz_method"):
+        configure_lacet(model, newton_schulz_method="sparse")
     with torch.no_grad():
         images = model(**official_model_inputs(case, model.config.max_frames)).images
     torch.testing.assert_close(images, case["fp32"]["output.images"], atol=1e-4, rtol=0)
