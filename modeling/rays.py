@@ -18,6 +18,20 @@ import torch
 POSE_FEATURES = ("ray_o", "ray_d", "o_cross_d", "nearest_pts")
 
 
+def channel_norm(v: torch.Tensor) -> torch.Tensor:
+    """``torch.norm(v, dim=1, keepdim=True)`` for ``[N, 3, M]``, bit for bit, ~30x faster on CPU.
+
+    torch reduces over a strided 3-long dim with a scalar loop (about 10% of the built-in model's
+    training step); its result is the fp32 sum ``(v0^2 + v1^2) + v2^2`` in that order with a correctly rounded
+    square root, which is what this computes with vectorised ops (the fp64 square root rounded to
+    fp32 is the correctly rounded fp32 one). Other devices keep ``torch.norm``.
+    """
+    if v.device.type != "cpu" or v.dtype != torch.float32 or v.shape[1] != 3:
+        return torch.norm(v, dim=1, keepdim=True)
+    x, y, z = v[:, 0:1], v[:, 1:2], v[:, 2:3]
+    return ((x * x + y * y) + z * z).double().sqrt().float()
+
+
 def compute_rays(fxfycxcy: torch.Tensor, c2w: torch.Tensor, height: int, width: int):
     """Per-pixel ray origins and unit directions.
 
@@ -42,7 +56,7 @@ def compute_rays(fxfycxcy: torch.Tensor, c2w: torch.Tensor, height: int, width: 
     y = (idx_y + 0.5 - intr[:, 3:4]) / intr[:, 1:2]  # [BV, HW]
     ray_d = torch.stack([x, y, torch.ones_like(x)], dim=1)  # [BV, 3, HW]
     ray_d = torch.bmm(rot_t[:, :3, :3], ray_d)  # [BV, 3, HW]
-    ray_d = ray_d / torch.norm(ray_d, dim=1, keepdim=True)
+    ray_d = ray_d / channel_norm(ray_d)
     ray_o = rot_t[:, :3, 3:4].expand(b * v, -1, height * width)  # [BV, 3, HW]
     return ray_o.reshape(b, v, 3, height, width), ray_d.reshape(b, v, 3, height, width)
 

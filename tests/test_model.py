@@ -240,3 +240,24 @@ def test_streamed_path_keeps_one_layer_of_activations():
     plain_small, plain_large = peak(16, None), peak(64, None)
     assert large < 4.5 * small  # 4x the views: at most linear growth, small constant
     assert (large - small) < 0.5 * (plain_large - plain_small), (small, large, plain_small, plain_large)
+
+
+def test_ray_direction_norm_is_torch_norm_bit_for_bit():
+    """``modeling.rays.channel_norm`` replaces a slow ``torch.norm`` over the 3 direction channels; the
+    rays feed every token, so it must not change a bit (the bf16 parity with the reference is exact)."""
+    from modeling.rays import channel_norm, compute_rays
+
+    g = torch.Generator().manual_seed(21)
+    for scale in (1e-3, 1.0, 7.0, 1e3):
+        v = torch.randn(8, 3, 2048, generator=g) * scale
+        assert torch.equal(channel_norm(v), torch.norm(v, dim=1, keepdim=True))
+    # Real camera rays: unnormalised directions R @ ((x + 0.5 - cx) / fx, (y + 0.5 - cy) / fy, 1).
+    c2w = torch.eye(4).repeat(2, 3, 1, 1)
+    c2w[..., :3, :3] = torch.linalg.qr(torch.randn(2, 3, 3, 3, generator=g))[0]
+    intrinsics = torch.tensor([70.0, 65.0, 31.5, 33.0]).repeat(2, 3, 1)
+    _, ray_d = compute_rays(intrinsics, c2w, 64, 48)
+    assert torch.allclose(ray_d.norm(dim=2), torch.ones(()), atol=1e-6)
+    unnormalised = torch.randn(6, 3, 64 * 48, generator=g).abs() + 0.5
+    assert torch.equal(channel_norm(unnormalised), torch.norm(unnormalised, dim=1, keepdim=True))
+    fp64 = torch.randn(2, 3, 16, generator=g, dtype=torch.float64)  # other dtypes take torch.norm itself
+    assert torch.equal(channel_norm(fp64), torch.norm(fp64, dim=1, keepdim=True))
