@@ -308,7 +308,7 @@ def add_run_arguments(p: argparse.ArgumentParser, reps: int = 3) -> None:
     """Options every benchmark script shares: Newton–Schulz batching and method, threads, repetitions, JSON output."""
     p.add_argument("--batching", default="exact", choices=["exact", "all", "none"], help="Newton–Schulz batching (ours)")
     p.add_argument("--ns-method", default="auto", choices=["auto", "dense", "factored"],
-                   help="fp32 Newton–Schulz without autograd: dense, factored through C x C cores, or auto (ours)")  # fmt: skip
+                   help="fp32 Newton–Schulz: dense, factored through C x C cores, or auto (ours)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 on CPU; see README)")
     p.add_argument("--reps", type=int, default=reps)
     p.add_argument("--warmup", type=int, default=1)

@@ -91,7 +91,8 @@ class FSMConfig(PretrainedConfig):
             Multiplies the std `sqrt(2 / fan_in)` of the fast weights' initial values (1 = the official
             initialisation). Read only when a model is freshly initialised. Smaller values let the
             test-time updates, rather than the initial values, dominate the fast weights early in
-            training from scratch (the built-in demo model uses 0.1).
+            training from scratch (0.1 learned faster early on the demo recipe, but ended within noise
+            of 1; the built-in model uses 1).
 
     Example:
 
