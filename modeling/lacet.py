@@ -308,21 +308,23 @@ class _FactoredNewtonSchulz(torch.autograd.Function):
         grad_rows = q_left.transpose(1, 2) @ grad  # Q1^T dL/dU: [N, k1, c]
         grad_columns = grad @ q_right  # dL/dU Q2: [N, r, k2]
         grad_core = grad_rows @ q_right  # [N, k1, k2]
-        with torch.enable_grad():
-            x = core.detach().requires_grad_(True)
-            (core_bar,) = torch.autograd.grad(newton_schulz(x, ctx.steps, core.dtype), x, grad_core)
-        inv_norm = 1.0 / (core.norm(dim=(1, 2), keepdim=True) + 1e-7)
-        x = core * inv_norm
         eye_left = torch.eye(k1, dtype=core.dtype, device=core.device).expand(n, k1, k1)
         eye_right = torch.eye(k2, dtype=core.dtype, device=core.device).expand(n, k2, k2)
         left_map, right_map = eye_left, eye_right
-        for _ in range(ctx.steps):
-            gram_left = x @ x.transpose(1, 2)
-            gram_right = x.transpose(1, 2) @ x
-            poly_left = _NS_A * eye_left + _NS_B * gram_left + _NS_C * (gram_left @ gram_left)
-            poly_right = _NS_A * eye_right + _NS_B * gram_right + _NS_C * (gram_right @ gram_right)
-            left_map, right_map = poly_left @ left_map, right_map @ poly_right
-            x = poly_left @ x
+        with torch.enable_grad():  # one pass: the core's iteration (with a graph) and the two maps
+            leaf = core.detach().requires_grad_(True)
+            inv_norm = 1.0 / (leaf.norm(dim=(1, 2), keepdim=True) + 1e-7)
+            x = leaf * inv_norm
+            for _ in range(ctx.steps):
+                gram_left = x @ x.transpose(1, 2)
+                poly_left = _NS_A * eye_left + _NS_B * gram_left + _NS_C * (gram_left @ gram_left)
+                with torch.no_grad():
+                    gram_right = x.transpose(1, 2) @ x
+                    poly_right = _NS_A * eye_right + _NS_B * gram_right + _NS_C * (gram_right @ gram_right)
+                    left_map, right_map = poly_left @ left_map, right_map @ poly_right
+                x = poly_left @ x
+            (core_bar,) = torch.autograd.grad(x, leaf, grad_core)
+        inv_norm = inv_norm.detach()
         q_right_t = q_right.transpose(1, 2)
         rows = core_bar @ q_right_t + (left_map * inv_norm) @ (grad_rows - grad_core @ q_right_t)  # Q1^T dL/dG
         columns = q_left @ core_bar + (grad_columns - q_left @ grad_core) @ (right_map * inv_norm)  # dL/dG Q2
