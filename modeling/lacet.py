@@ -168,9 +168,15 @@ def inv_softplus(x: float) -> float:
     return x + math.log(-math.expm1(-x))
 
 
-def silu_derivative_times(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``grad * silu'(x)`` with ``silu'(x) = sigmoid(x) * (1 + x * (1 - sigmoid(x)))``."""
+def silu_derivative_times(grad: torch.Tensor, x: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
+    """``grad * silu'(x)`` with ``silu'(x) = sigmoid(x) * (1 + x * (1 - sigmoid(x)))``.
+
+    ``overwrite=True`` (no autograd) writes the result into ``grad``: the same values, the same
+    operations in the same order, without the three temporaries.
+    """
     sigma = torch.sigmoid(x)
+    if overwrite:
+        return grad.mul_(sigma).mul_(sigma.neg_().add_(1).mul_(x).add_(1))
     return grad * sigma * (1 + x * (1 - sigma))
 
 
@@ -248,7 +254,11 @@ def _matmul(a: torch.Tensor, b: torch.Tensor, emulate: bool) -> torch.Tensor:
 
 
 def newton_schulz(
-    g: torch.Tensor, steps: int, dtype: torch.dtype = torch.bfloat16, emulate_bf16: Optional[bool] = None
+    g: torch.Tensor,
+    steps: int,
+    dtype: torch.dtype = torch.bfloat16,
+    emulate_bf16: Optional[bool] = None,
+    overwrite: bool = False,
 ) -> torch.Tensor:
     """Approximate orthogonalisation ``U S' V^T`` of a batch of matrices (quintic Newton–Schulz).
 
@@ -260,23 +270,35 @@ def newton_schulz(
         emulate_bf16: compute the CPU bf16 products with :func:`bf16_matmul_emulated` (bit-identical
             to torch's scalar kernel, faster); ``None`` = where :func:`bf16_emulation_available`.
             Ignored off CPU / for fp32.
+        overwrite: the caller gives up ``g`` (its values are destroyed). Without autograd the
+            iteration then works in ``g``'s memory. Without autograd it always works in place on a
+            dtype-converted copy. In place, every element-wise operation is the same one on the same
+            operands (only sums are written ``y + a x`` for ``a x + y``), so the results are
+            bit-identical, with two ``[N, r, c]`` buffers less.
 
     Returns:
         ``[N, r, c]`` in ``dtype``.
     """
-    emulate = dtype == torch.bfloat16 and g.device.type == "cpu" and not (torch.is_grad_enabled() and g.requires_grad)
+    no_graph = not (torch.is_grad_enabled() and g.requires_grad)
+    emulate = dtype == torch.bfloat16 and g.device.type == "cpu" and no_graph
     if emulate:
         emulate = bf16_emulation_available() if emulate_bf16 is None else emulate_bf16
     x = g.to(dtype)
+    in_place = no_graph and (overwrite or x is not g)
     transposed = g.size(1) > g.size(2)
     if transposed:
         x = x.transpose(1, 2)
-    x = x / (x.norm(dim=(1, 2), keepdim=True) + 1e-7)
+    norm = x.norm(dim=(1, 2), keepdim=True) + 1e-7
+    x = x.div_(norm) if in_place else x / norm
     for _ in range(steps):
         gram = x @ x.transpose(1, 2)
         # ``_NS_C * gram @ gram`` groups as ``(_NS_C * gram) @ gram``, the reference's order.
-        poly = _NS_B * gram + _matmul(_NS_C * gram, gram, emulate)
-        x = _NS_A * x + _matmul(poly, x, emulate)
+        if in_place:
+            poly = _matmul(_NS_C * gram, gram, emulate).add_(gram.mul_(_NS_B))
+            x = _matmul(poly, x, emulate).add_(x.mul_(_NS_A))
+        else:
+            poly = _NS_B * gram + _matmul(_NS_C * gram, gram, emulate)
+            x = _NS_A * x + _matmul(poly, x, emulate)
     if transposed:
         x = x.transpose(1, 2)
     return x
@@ -407,13 +429,22 @@ def fast_weight_directions(
     _check_newton_schulz_batching(newton_schulz_batching)
     _check_newton_schulz_method(newton_schulz_method)
     lr0, lr1, lr2 = lr
+    # Without autograd, element-wise steps overwrite buffers that are no longer needed and the
+    # [N, C, dm] intermediates are freed before Newton–Schulz: the same operations on the same
+    # operands (bit-identical), with a peak of about half the reference's.
+    in_place = not (torch.is_grad_enabled() and any(t.requires_grad for t in (*weights, k, v, lr0, lr1, lr2)))
     gate = k @ weights.w0  # [N, C, dm]
     up = k @ weights.w2  # [N, C, dm]
+    dhidden = v @ weights.w1.transpose(-1, -2)  # [N, C, dm]
     silu_gate = F.silu(gate)
     hidden = silu_gate * up  # [N, C, dm]
-    dhidden = v @ weights.w1.transpose(-1, -2)  # [N, C, dm]
-    dup = dhidden * silu_gate
-    dgate = silu_derivative_times(dhidden * up, gate)
+    if in_place:
+        dup = silu_gate.mul_(dhidden)
+        dgate = silu_derivative_times(dhidden.mul_(up), gate, overwrite=True)
+        del gate, up, silu_gate, dhidden
+    else:
+        dup = dhidden * silu_gate
+        dgate = silu_derivative_times(dhidden * up, gate)
     if newton_schulz_dtype != torch.bfloat16 and newton_schulz_method != "dense":
         # ``auto`` stays on devices with batched QR kernels (CPU, CUDA).
         if newton_schulz_method == "factored" or (
@@ -426,21 +457,44 @@ def fast_weight_directions(
 
             u0, u2 = ns_factored(torch.cat([k * lr0, k * lr2]), torch.cat([dgate, dup])).chunk(2)
             return FastWeights(u0, ns_factored(hidden * lr1, v), u2)
-    g0 = (k * lr0).transpose(-1, -2) @ dgate  # [N, d, dm]
-    g2 = (k * lr2).transpose(-1, -2) @ dup  # [N, d, dm]
+    # The update matrices, [N, d, dm] (U1's [N, dm, d], or transposed to [N, d, dm] to batch it).
+    hidden_lr1 = hidden.mul_(lr1) if in_place else hidden * lr1
+    products = [((k * lr0).transpose(-1, -2), dgate), ((k * lr2).transpose(-1, -2), dup)]
+    if newton_schulz_batching == "all":
+        products.append((v.transpose(-1, -2), hidden_lr1))
+    else:
+        g1 = hidden_lr1.transpose(-1, -2) @ v
+    if newton_schulz_batching == "none":
+        g0, g2 = (a @ b for a, b in products)
+    else:
+        g_batched = _stacked_products(products, in_place)
+    if in_place:
+        del products, dgate, dup, hidden, hidden_lr1
 
     def ns(g):
-        return newton_schulz(g, newton_schulz_steps, newton_schulz_dtype)
+        return newton_schulz(g, newton_schulz_steps, newton_schulz_dtype, overwrite=in_place)
 
     if newton_schulz_batching == "all":
-        g1t = v.transpose(-1, -2) @ (hidden * lr1)  # [N, d, dm]: U1's input, transposed
-        u0, u2, u1t = ns(torch.cat([g0, g2, g1t])).chunk(3)
+        u0, u2, u1t = ns(g_batched).chunk(3)
         return FastWeights(u0, u1t.transpose(-1, -2), u2)
-    u1 = ns((hidden * lr1).transpose(-1, -2) @ v)  # [N, dm, d]
+    u1 = ns(g1)
     if newton_schulz_batching == "none":
         return FastWeights(ns(g0), u1, ns(g2))
-    u0, u2 = ns(torch.cat([g0, g2])).chunk(2)
+    u0, u2 = ns(g_batched).chunk(2)
     return FastWeights(u0, u1, u2)
+
+
+def _stacked_products(products: Sequence[Tuple[torch.Tensor, torch.Tensor]], in_place: bool) -> torch.Tensor:
+    """``torch.cat([a @ b for a, b in products])``; without autograd written straight into one buffer
+    (no second copy). Each product is computed exactly as alone."""
+    a0, b0 = products[0]
+    if not in_place or torch.is_autocast_enabled(a0.device.type):  # ``out=`` does not follow autocast
+        return torch.cat([a @ b for a, b in products])
+    n = a0.shape[0]
+    out = a0.new_empty(n * len(products), a0.shape[1], b0.shape[2])
+    for i, (a, b) in enumerate(products):
+        torch.matmul(a, b, out=out[i * n : (i + 1) * n])
+    return out
 
 
 def _importance(update: torch.Tensor, weight: torch.Tensor, anchor: torch.Tensor, estimator: str) -> torch.Tensor:
@@ -462,11 +516,64 @@ def fast_weight_update(
     column_norms: FastWeights,
     elastic: ElasticSettings,
     state: Optional[ElasticState],
+    overwrite_state: bool = False,
 ) -> Tuple[FastWeights, Optional[ElasticState]]:
     """Steps 2–5 of an update: add the directions, elastic shrink, renormalise, move the anchor.
 
+    Without autograd the element-wise steps run in place on the new weights and on ``directions``
+    (which are consumed), and with ``overwrite_state`` also on the anchors and importances of
+    ``state``: the same operations on the same operands, bit-identical, with fewer weight-sized
+    buffers. ``weights`` are never modified.
+
     Returns the new fast weights and the new elastic state (``None`` when the prior is off).
     """
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (*weights, *directions)):
+        return _fast_weight_update_graph(weights, directions, column_norms, elastic, state)
+    use_elastic = elastic.enabled and state is not None
+    overwrite_state = overwrite_state and use_elastic
+    new, new_anchors, new_importances = [], [], []
+    for i in range(3):
+        update = directions[i]
+        weight = weights[i] + update
+        if use_elastic:
+            anchor, importance = state.anchor[i], state.importance[i]
+            offset = weight - anchor
+            if elastic.estimator == "mas":
+                score = update.abs_().float()
+            elif elastic.estimator == "ewc":
+                score = update.mul_(update).float()
+            else:  # si; a bf16 update times the fp32 offset is an fp32 product
+                score = (update.mul_(offset) if update.dtype == offset.dtype else update * offset).abs_().float()
+            if overwrite_state:
+                importance = importance.mul_(elastic.alpha).add_(score, alpha=1.0 - elastic.alpha)
+            else:
+                importance = importance.mul(elastic.alpha).add(score, alpha=1.0 - elastic.alpha)
+            weight = weight.sub_(offset.mul_(elastic.strength * importance))
+            new_importances.append(importance)
+        weight = weight.div_(weight.norm(dim=1, keepdim=True) + 1e-5).mul_(column_norms[i])
+        new.append(weight)
+        if use_elastic:
+            if elastic.anchor_policy == "streaming":
+                anchor = weight
+            elif elastic.anchor_policy == "streaming-ema":
+                if overwrite_state:
+                    anchor = anchor.mul_(elastic.beta).add_(weight, alpha=1.0 - elastic.beta)
+                else:
+                    anchor = anchor.mul(elastic.beta).add(weight, alpha=1.0 - elastic.beta)
+            new_anchors.append(anchor)
+    if not use_elastic:
+        return FastWeights(*new), state
+    return FastWeights(*new), ElasticState(FastWeights(*new_anchors), FastWeights(*new_importances))
+
+
+def _fast_weight_update_graph(
+    weights: FastWeights,
+    directions: FastWeights,
+    column_norms: FastWeights,
+    elastic: ElasticSettings,
+    state: Optional[ElasticState],
+) -> Tuple[FastWeights, Optional[ElasticState]]:
+    """:func:`fast_weight_update` with autograd: out of place, anchors and importances detached."""
     new = [w + u for w, u in zip(weights, directions)]
     use_elastic = elastic.enabled and state is not None
     if use_elastic:
@@ -501,12 +608,14 @@ def fast_weight_step(
     newton_schulz_batching: str,
     elastic: ElasticSettings,
     newton_schulz_method: str = "auto",
+    overwrite_state: bool = False,
 ) -> Tuple[FastWeights, Optional[ElasticState]]:
-    """One whole update on a chunk: :func:`fast_weight_directions` then :func:`fast_weight_update`."""
+    """One whole update on a chunk: :func:`fast_weight_directions` then :func:`fast_weight_update`
+    (``overwrite_state``: see there)."""
     directions = fast_weight_directions(
         weights, k, v, lr, newton_schulz_steps, newton_schulz_dtype, newton_schulz_batching, newton_schulz_method
     )
-    return fast_weight_update(weights, directions, column_norms, elastic, elastic_state)
+    return fast_weight_update(weights, directions, column_norms, elastic, elastic_state, overwrite_state)
 
 
 _COMPILED_STEP = None
@@ -582,7 +691,9 @@ def lacet_scan(
         column_norms = weights.map(lambda w: w.detach().norm(dim=1, keepdim=True))
     if elastic_state is not None:
         elastic_state = elastic_state.map(torch.Tensor.detach)
-    outputs = []
+    outputs = _ScanOutput(q, sum(op.end - op.start for op in schedule if op.apply))
+    # The elastic state a step returns belongs to this scan: later steps may update it in place.
+    own_state = False
     for op in schedule:
         span = op.end - op.start
         step = chunk_size if chunk_size and chunk_size > 0 else max(span, 1)
@@ -603,13 +714,44 @@ def lacet_scan(
                     newton_schulz_batching,
                     elastic,
                     newton_schulz_method,
+                    own_state,
                 )
+                own_state = True
                 if op.apply and not apply_before_update:
                     outputs.append(fast_weight_apply(weights, q[:, s:e]))
             elif op.apply:
                 outputs.append(fast_weight_apply(weights, q[:, s:e]))
-    output = torch.cat(outputs, dim=1) if outputs else q.new_zeros(q.shape[0], 0, q.shape[2])
-    return output, weights, elastic_state
+    return outputs.result(), weights, elastic_state
+
+
+class _ScanOutput:
+    """The scan's outputs, concatenated along the tokens. Chunks that need autograd are joined at the
+    end; otherwise each chunk is copied into one buffer as it comes (no second full-size copy)."""
+
+    def __init__(self, q: torch.Tensor, length: int):
+        self.q, self.length = q, length
+        self.chunks: List[torch.Tensor] = []
+        self.buffer: Optional[torch.Tensor] = None
+        self.position = 0
+
+    def append(self, chunk: torch.Tensor) -> None:
+        if chunk.requires_grad or self.chunks:
+            if self.buffer is not None:  # a graph from here on: keep what was written so far as a chunk
+                self.chunks.append(self.buffer[:, : self.position])
+                self.buffer = None
+            self.chunks.append(chunk)
+            return
+        if self.buffer is None:  # the first chunk's dtype: bf16 under autocast
+            self.buffer = chunk.new_empty(chunk.shape[0], self.length, chunk.shape[2])
+        self.buffer[:, self.position : self.position + chunk.shape[1]].copy_(chunk)
+        self.position += chunk.shape[1]
+
+    def result(self) -> torch.Tensor:
+        if self.buffer is not None:
+            return self.buffer
+        if self.chunks:
+            return torch.cat(self.chunks, dim=1)
+        return self.q.new_zeros(self.q.shape[0], 0, self.q.shape[2])
 
 
 class LaCETLayer(nn.Module):
@@ -714,11 +856,15 @@ class LaCETLayer(nn.Module):
     def _project(self, x: torch.Tensor):
         b, l, _ = x.shape
         h, d = self.num_heads, self.head_dim
-        qkv = F.silu(self.to_qkv(x))  # [B, L, 3D]
+        qkv = F.silu(self.to_qkv(x), inplace=True)  # [B, L, 3D]; in place: one [B, L, 3D] buffer less
         qkv = qkv.reshape(b, l, 3, h, d).permute(2, 0, 3, 1, 4).reshape(3, b * h, l, d)  # [3, BH, L, d]
         q, k, v = qkv[0], qkv[1], qkv[2]
-        q = q / (q.norm(dim=2, keepdim=True) + 1e-5).to(x.dtype)
-        k = k / (k.norm(dim=2, keepdim=True) + 1e-5).to(x.dtype)
+        if torch.is_grad_enabled() and qkv.requires_grad:
+            q = q / (q.norm(dim=2, keepdim=True) + 1e-5).to(x.dtype)
+            k = k / (k.norm(dim=2, keepdim=True) + 1e-5).to(x.dtype)
+        else:  # the same division, in the projection's buffer: two [BH, L, d] buffers less
+            q = q.div_((q.norm(dim=2, keepdim=True) + 1e-5).to(x.dtype))
+            k = k.div_((k.norm(dim=2, keepdim=True) + 1e-5).to(x.dtype))
         with torch.autocast(device_type=x.device.type, enabled=False):
             lr = self.lr_fc(x.float())  # [B, L, 3H]
         lr = F.softplus(lr.float() + self.base_lr_inv)

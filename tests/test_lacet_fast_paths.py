@@ -309,6 +309,72 @@ def test_in_place_apply_without_grad_equals_autograd_path():
     assert torch.equal(fast, slow.detach())
 
 
+def _scan_inputs(n=2, length=80, d=32, dm=64, seed=9):
+    g = torch.Generator().manual_seed(seed)
+    w, _, _, _ = _chunk(n=n, d=d, dm=dm, seed=seed)
+    q, k = (torch.nn.functional.normalize(torch.randn(n, length, d, generator=g), dim=-1) for _ in range(2))
+    v = torch.randn(n, length, d, generator=g)
+    lr = tuple(torch.rand(n, length, 1, generator=g) * 0.05 for _ in range(3))
+    anchor = w.map(lambda t: t + 0.01 * torch.randn(t.shape, generator=g))
+    importance = w.map(lambda t: torch.rand(t.shape, generator=g) * 1e-3)
+    return w, q, k, v, lr, lacet.ElasticState(anchor, importance)
+
+
+@pytest.mark.parametrize("ns_dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    "estimator,policy,batching,method,before",
+    [
+        ("si", "streaming-ema", "exact", "dense", False),
+        ("si", "streaming", "all", "dense", True),
+        ("mas", "streaming-ema", "none", "dense", False),
+        ("ewc", "global", "exact", "dense", True),
+        ("si", "streaming-ema", "exact", "factored", False),
+        ("ewc", "streaming", "exact", "factored", True),
+    ],
+)
+def test_inference_in_place_scan_is_bit_identical_to_the_autograd_path(ns_dtype, estimator, policy, batching, method, before):
+    """Without autograd the update and apply steps overwrite buffers they own (intermediates,
+    directions, the scan's own elastic state, one output buffer); with autograd everything is out of
+    place, as in the reference. Both must give the same bits (factored: bf16 stays dense), over
+    several chunks and both schedules, and the caller's weights and state must stay untouched."""
+    w, q, k, v, lr, state = _scan_inputs()
+    # Not powers of two, so that a change in the order of the roundings shows.
+    elastic = ElasticSettings(enabled=True, estimator=estimator, anchor_policy=policy, alpha=0.7, beta=0.6, strength=0.3)
+    originals = [t.clone() for t in (*w, *state.anchor, *state.importance)]
+    for schedule in (lacet.interleaved_schedule(64, 80), lacet.update_then_apply_schedule(64, 80)):
+        kwargs = dict(
+            chunk_size=16, newton_schulz_dtype=ns_dtype, apply_before_update=before, elastic=elastic,
+            elastic_state=state, newton_schulz_batching=batching, newton_schulz_method=method,
+        )  # fmt: skip
+        with torch.no_grad():
+            fast = lacet.lacet_scan(w, q, k, v, lr, schedule, **kwargs)
+        graph_q = q.clone().requires_grad_(True)
+        slow = lacet.lacet_scan(w.map(lambda t: t.clone().requires_grad_(True)), graph_q, k, v, lr, schedule, **kwargs)
+        assert slow[0].requires_grad
+        assert torch.equal(fast[0], slow[0].detach())
+        for a, b in zip((*fast[1], *fast[2].anchor, *fast[2].importance), (*slow[1], *slow[2].anchor, *slow[2].importance)):
+            assert torch.equal(a, b.detach())
+    for before_call, after in zip(originals, (*w, *state.anchor, *state.importance)):
+        assert torch.equal(before_call, after)
+
+
+def test_layer_inference_in_place_projection_leaves_the_layer_unchanged():
+    """The layer without autograd (in-place ``silu`` and q/k normalisation, in-place scan) gives the
+    same bits as with autograd, and its parameters and elastic buffers are not modified."""
+    layer = _layer(newton_schulz_dtype="float32")
+    x = torch.randn(2, 64, 64, generator=torch.Generator().manual_seed(10))
+    before = {name: t.clone() for name, t in layer.state_dict().items()}
+    with torch.no_grad():
+        fast, fast_weights, fast_state = layer(x, SCHEDULE)
+    slow, slow_weights, slow_state = layer(x, SCHEDULE)
+    assert slow.requires_grad
+    assert torch.equal(fast, slow.detach())
+    for a, b in zip((*fast_weights, *fast_state.anchor, *fast_state.importance), (*slow_weights, *slow_state.anchor, *slow_state.importance)):
+        assert torch.equal(a, b.detach())
+    for name, t in layer.state_dict().items():
+        assert torch.equal(t, before[name]), name
+
+
 def test_layer_gradients_unchanged_by_fast_paths():
     """Newton–Schulz batching must not alter gradients (the bf16 emulation is inference-only; the
     factored fp32 iteration has its own gradient tests above)."""
