@@ -55,7 +55,7 @@ Performance options (all off the numerics of the default path unless stated; see
   the Newton–Schulz iteration itself; the elastic step on the new weights, on the directions and on
   the anchors/importances the scan produced itself (never on the caller's); the apply step's ``silu``
   and gating product; and one output buffer instead of a list joined at the end. Peak memory of a
-  width-768 layer with the released 8192-token chunks: 0.59x the reference's.
+  width-768 layer with the released 8192-token chunks: 0.53x the reference's.
 
 * ``emulate_bf16`` (bf16 Newton–Schulz on CPUs without native bf16): torch's CPU kernel for a bf16
   product of two row-major matrices is a scalar loop that sums the exact fp32 products ``a_il b_lj``
@@ -277,9 +277,9 @@ def newton_schulz(
             Ignored off CPU / for fp32.
         overwrite: the caller gives up ``g`` (its values are destroyed). Without autograd the
             iteration then works in ``g``'s memory. Without autograd it always works in place on a
-            dtype-converted copy. In place, every element-wise operation is the same one on the same
-            operands (only sums are written ``y + a x`` for ``a x + y``), so the results are
-            bit-identical, with two ``[N, r, c]`` buffers less.
+            dtype-converted copy. In place, every operation is the same one on the same operands in
+            the same order, with the same memory layouts, so the results are bit-identical, with two
+            ``[N, r, c]`` buffers less.
 
     Returns:
         ``[N, r, c]`` in ``dtype``.
@@ -298,9 +298,11 @@ def newton_schulz(
     for _ in range(steps):
         gram = x @ x.transpose(1, 2)
         # ``_NS_C * gram @ gram`` groups as ``(_NS_C * gram) @ gram``, the reference's order.
-        if in_place:
-            poly = _matmul(_NS_C * gram, gram, emulate).add_(gram.mul_(_NS_B))
-            x = _matmul(poly, x, emulate).add_(x.mul_(_NS_A))
+        if in_place:  # products first, then the sums into the left operand's buffer (its layout, its dtype)
+            product = _matmul(_NS_C * gram, gram, emulate)
+            poly = gram.mul_(_NS_B).add_(product)
+            product = _matmul(poly, x, emulate)
+            x = x.mul_(_NS_A).add_(product)
         else:
             poly = _NS_B * gram + _matmul(_NS_C * gram, gram, emulate)
             x = _NS_A * x + _matmul(poly, x, emulate)
@@ -445,8 +447,10 @@ def fast_weight_directions(
     hidden = silu_gate * up  # [N, C, dm]
     if in_place:
         dup = silu_gate.mul_(dhidden)
-        dgate = silu_derivative_times(dhidden.mul_(up), gate, overwrite=True)
-        del gate, up, silu_gate, dhidden
+        dhidden.mul_(up)
+        del up
+        dgate = silu_derivative_times(dhidden, gate, overwrite=True)  # at most five [N, C, dm] buffers
+        del gate, silu_gate, dhidden
     else:
         dup = dhidden * silu_gate
         dgate = silu_derivative_times(dhidden * up, gate)
@@ -463,7 +467,8 @@ def fast_weight_directions(
             u0, u2 = ns_factored(torch.cat([k * lr0, k * lr2]), torch.cat([dgate, dup])).chunk(2)
             return FastWeights(u0, ns_factored(hidden * lr1, v), u2)
     # The update matrices, [N, d, dm] (U1's [N, dm, d], or transposed to [N, d, dm] to batch it).
-    hidden_lr1 = hidden.mul_(lr1) if in_place else hidden * lr1
+    # (under autocast ``hidden`` is bf16 and ``hidden * lr1`` fp32: then not in place)
+    hidden_lr1 = hidden.mul_(lr1) if in_place and hidden.dtype == torch.result_type(hidden, lr1) else hidden * lr1
     products = [((k * lr0).transpose(-1, -2), dgate), ((k * lr2).transpose(-1, -2), dup)]
     if newton_schulz_batching == "all":
         products.append((v.transpose(-1, -2), hidden_lr1))
@@ -864,12 +869,12 @@ class LaCETLayer(nn.Module):
         qkv = F.silu(self.to_qkv(x), inplace=True)  # [B, L, 3D]; in place: one [B, L, 3D] buffer less
         qkv = qkv.reshape(b, l, 3, h, d).permute(2, 0, 3, 1, 4).reshape(3, b * h, l, d)  # [3, BH, L, d]
         q, k, v = qkv[0], qkv[1], qkv[2]
-        if torch.is_grad_enabled() and qkv.requires_grad:
-            q = q / (q.norm(dim=2, keepdim=True) + 1e-5).to(x.dtype)
-            k = k / (k.norm(dim=2, keepdim=True) + 1e-5).to(x.dtype)
+        q_norm = (q.norm(dim=2, keepdim=True) + 1e-5).to(x.dtype)
+        k_norm = (k.norm(dim=2, keepdim=True) + 1e-5).to(x.dtype)
+        if (torch.is_grad_enabled() and qkv.requires_grad) or torch.result_type(q, q_norm) != q.dtype:
+            q, k = q / q_norm, k / k_norm
         else:  # the same division, in the projection's buffer: two [BH, L, d] buffers less
-            q = q.div_((q.norm(dim=2, keepdim=True) + 1e-5).to(x.dtype))
-            k = k.div_((k.norm(dim=2, keepdim=True) + 1e-5).to(x.dtype))
+            q, k = q.div_(q_norm), k.div_(k_norm)
         with torch.autocast(device_type=x.device.type, enabled=False):
             lr = self.lr_fc(x.float())  # [B, L, 3H]
         lr = F.softplus(lr.float() + self.base_lr_inv)

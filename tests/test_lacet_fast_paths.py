@@ -358,15 +358,20 @@ def test_inference_in_place_scan_is_bit_identical_to_the_autograd_path(ns_dtype,
         assert torch.equal(before_call, after)
 
 
-def test_layer_inference_in_place_projection_leaves_the_layer_unchanged():
+@pytest.mark.parametrize("ns_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+def test_layer_inference_in_place_projection_leaves_the_layer_unchanged(ns_dtype, autocast):
     """The layer without autograd (in-place ``silu`` and q/k normalisation, in-place scan) gives the
-    same bits as with autograd, and its parameters and elastic buffers are not modified."""
-    layer = _layer(newton_schulz_dtype="float32")
+    same bits as with autograd, also under bf16 autocast (where some products are bf16 and their
+    sums with fp32 tensors fp32: in-place steps must not round those to bf16), and its parameters
+    and elastic buffers are not modified."""
+    layer = _layer(newton_schulz_dtype=ns_dtype)
     x = torch.randn(2, 64, 64, generator=torch.Generator().manual_seed(10))
     before = {name: t.clone() for name, t in layer.state_dict().items()}
-    with torch.no_grad():
-        fast, fast_weights, fast_state = layer(x, SCHEDULE)
-    slow, slow_weights, slow_state = layer(x, SCHEDULE)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.no_grad():
+            fast, fast_weights, fast_state = layer(x, SCHEDULE)
+        slow, slow_weights, slow_state = layer(x, SCHEDULE)
     assert slow.requires_grad
     assert torch.equal(fast, slow.detach())
     for a, b in zip((*fast_weights, *fast_state.anchor, *fast_state.importance), (*slow_weights, *slow_state.anchor, *slow_state.importance)):
