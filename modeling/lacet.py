@@ -252,6 +252,12 @@ def bf16_emulation_available() -> bool:
     return _EMULATION_AGREES
 
 
+def _records_graph(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records operations on ``tensors``: the in-place (inference) paths below
+    run only where it does not."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def _matmul(a: torch.Tensor, b: torch.Tensor, emulate: bool) -> torch.Tensor:
     if emulate and _emulable(a, b):
         return bf16_matmul_emulated(a, b)
@@ -275,16 +281,16 @@ def newton_schulz(
         emulate_bf16: compute the CPU bf16 products with :func:`bf16_matmul_emulated` (bit-identical
             to torch's scalar kernel, faster); ``None`` = where :func:`bf16_emulation_available`.
             Ignored off CPU / for fp32.
-        overwrite: the caller gives up ``g`` (its values are destroyed). Without autograd the
-            iteration then works in ``g``'s memory. Without autograd it always works in place on a
-            dtype-converted copy. In place, every operation is the same one on the same operands in
-            the same order, with the same memory layouts, so the results are bit-identical, with two
-            ``[N, r, c]`` buffers less.
+        overwrite: the caller gives up ``g`` (its values are destroyed), so that without autograd
+            the iteration can run in ``g``'s memory. (Without autograd it always runs in place on
+            the copy a dtype conversion makes.) In place, every operation is the same one on the
+            same operands in the same order, with the same memory layouts: bit-identical results,
+            two ``[N, r, c]`` buffers less.
 
     Returns:
         ``[N, r, c]`` in ``dtype``.
     """
-    no_graph = not (torch.is_grad_enabled() and g.requires_grad)
+    no_graph = not _records_graph(g)
     emulate = dtype == torch.bfloat16 and g.device.type == "cpu" and no_graph
     if emulate:
         emulate = bf16_emulation_available() if emulate_bf16 is None else emulate_bf16
@@ -405,8 +411,7 @@ def fast_weight_apply(weights: FastWeights, q: torch.Tensor) -> torch.Tensor:
     Without autograd, ``silu`` and the gating product run in place: the same values with one
     ``[N, L, d*m]`` intermediate less.
     """
-    needs_graph = torch.is_grad_enabled() and (q.requires_grad or any(w.requires_grad for w in weights))
-    if needs_graph:
+    if _records_graph(q, *weights):
         return (F.silu(q @ weights.w0) * (q @ weights.w2)) @ weights.w1
     hidden = F.silu(q @ weights.w0, inplace=True)  # [N, L, dm]
     hidden.mul_(q @ weights.w2)
@@ -439,7 +444,7 @@ def fast_weight_directions(
     # Without autograd, element-wise steps overwrite buffers that are no longer needed and the
     # [N, C, dm] intermediates are freed before Newton–Schulz: the same operations on the same
     # operands (bit-identical), with a peak of about half the reference's.
-    in_place = not (torch.is_grad_enabled() and any(t.requires_grad for t in (*weights, k, v, lr0, lr1, lr2)))
+    in_place = not _records_graph(*weights, k, v, lr0, lr1, lr2)
     gate = k @ weights.w0  # [N, C, dm]
     up = k @ weights.w2  # [N, C, dm]
     dhidden = v @ weights.w1.transpose(-1, -2)  # [N, C, dm]
@@ -537,7 +542,7 @@ def fast_weight_update(
 
     Returns the new fast weights and the new elastic state (``None`` when the prior is off).
     """
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (*weights, *directions)):
+    if _records_graph(*weights, *directions):
         return _fast_weight_update_graph(weights, directions, column_norms, elastic, state)
     use_elastic = elastic.enabled and state is not None
     overwrite_state = overwrite_state and use_elastic
@@ -554,10 +559,8 @@ def fast_weight_update(
                 score = update.mul_(update).float()
             else:  # si; a bf16 update times the fp32 offset is an fp32 product
                 score = (update.mul_(offset) if update.dtype == offset.dtype else update * offset).abs_().float()
-            if overwrite_state:
-                importance = importance.mul_(elastic.alpha).add_(score, alpha=1.0 - elastic.alpha)
-            else:
-                importance = importance.mul(elastic.alpha).add(score, alpha=1.0 - elastic.alpha)
+            importance = importance if overwrite_state else importance.clone()
+            importance.mul_(elastic.alpha).add_(score, alpha=1.0 - elastic.alpha)
             weight = weight.sub_(offset.mul_(elastic.strength * importance))
             new_importances.append(importance)
         weight = weight.div_(weight.norm(dim=1, keepdim=True) + 1e-5).mul_(column_norms[i])
@@ -566,10 +569,8 @@ def fast_weight_update(
             if elastic.anchor_policy == "streaming":
                 anchor = weight
             elif elastic.anchor_policy == "streaming-ema":
-                if overwrite_state:
-                    anchor = anchor.mul_(elastic.beta).add_(weight, alpha=1.0 - elastic.beta)
-                else:
-                    anchor = anchor.mul(elastic.beta).add(weight, alpha=1.0 - elastic.beta)
+                anchor = anchor if overwrite_state else anchor.clone()
+                anchor.mul_(elastic.beta).add_(weight, alpha=1.0 - elastic.beta)
             new_anchors.append(anchor)
     if not use_elastic:
         return FastWeights(*new), state
@@ -871,7 +872,7 @@ class LaCETLayer(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]
         q_norm = (q.norm(dim=2, keepdim=True) + 1e-5).to(x.dtype)
         k_norm = (k.norm(dim=2, keepdim=True) + 1e-5).to(x.dtype)
-        if (torch.is_grad_enabled() and qkv.requires_grad) or torch.result_type(q, q_norm) != q.dtype:
+        if _records_graph(qkv) or torch.result_type(q, q_norm) != q.dtype:
             q, k = q / q_norm, k / k_norm
         else:  # the same division, in the projection's buffer: two [BH, L, d] buffers less
             q, k = q.div_(q_norm), k.div_(k_norm)
