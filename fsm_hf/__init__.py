@@ -8,7 +8,6 @@ imported only when the objects that need them are first used.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 from transformers import AutoConfig, AutoModel
 
