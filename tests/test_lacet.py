@@ -244,3 +244,43 @@ def test_lacet_layer_is_a_drop_in_sequence_layer():
     assert out.shape == (2, 24, 32) and fw.w0.shape == (2 * 2, 16, 32) and state is None
     # Applying the returned fast weights reproduces the outputs of the apply step.
     torch.testing.assert_close(layer.apply_memory(x, fw), out, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("chunks", [1, 4])
+@pytest.mark.parametrize("elastic", [False, True])
+def test_updates_store_key_value_pairs_that_the_apply_step_retrieves(chunks, elastic):
+    """The memory works as an associative memory: after the chunk-by-chunk updates on 64 random
+    unit keys, applying the fast weights to each key returns a vector closest (in cosine) to its
+    own value among all 64 values, for every chunk; the initial weights return none of them."""
+    from modeling.lacet import ElasticState, fast_weight_init_std, fast_weight_step
+
+    d, m, tokens = 64, 2, 64
+    g = torch.Generator().manual_seed(0)
+    weights = FastWeights(
+        torch.randn(1, d, d * m, generator=g) * fast_weight_init_std(d),
+        torch.randn(1, d * m, d, generator=g) * fast_weight_init_std(d * m),
+        torch.randn(1, d, d * m, generator=g) * fast_weight_init_std(d),
+    )
+    column_norms = weights.map(lambda w: w.norm(dim=1, keepdim=True))
+    k = F.normalize(torch.randn(1, tokens, d, generator=g), dim=-1)
+    v = torch.randn(1, tokens, d, generator=g)
+    lr = torch.full((1, tokens, 1), 0.01)
+    settings = ElasticSettings(enabled=elastic)
+    state = ElasticState(weights.map(torch.clone), weights.map(lambda w: torch.full_like(w, 1e-6))) if elastic else None
+
+    def recall(fast_weights):
+        similarity = F.normalize(fast_weight_apply(fast_weights, k), dim=-1) @ F.normalize(v, dim=-1).mT  # [1, L, L]
+        hits = similarity[0].argmax(-1) == torch.arange(tokens)
+        return hits.view(chunks, -1).float().mean(1), similarity[0].diagonal().mean()
+
+    before, _ = recall(weights)
+    assert before.max() <= 0.1
+    current, size = weights, tokens // chunks
+    for start in range(0, tokens, size):
+        chunk = slice(start, start + size)
+        current, state = fast_weight_step(
+            current, k[:, chunk], v[:, chunk], (lr[:, chunk],) * 3, column_norms, state, 5, torch.float32, "exact", settings
+        )
+    after, cosine = recall(current)
+    assert after.tolist() == [1.0] * chunks, after
+    assert cosine > 0.6
