@@ -41,14 +41,16 @@ from modeling.lacet import LaCETLayer, update_then_apply_schedule  # noqa: E402
 class RecallModel(nn.Module):
     """Embedding -> mixer (LaCET or attention) with a residual -> LayerNorm -> linear read-out."""
 
-    def __init__(self, mixer: str, part_dim: int, width: int, chunk_size: int, init_scale: float, seed: int):
+    def __init__(
+        self, mixer: str, part_dim: int, width: int, chunk_size: int, init_scale: float, inter_multi: float, seed: int
+    ):
         super().__init__()
         self.embed = nn.Linear(2 * part_dim, width, bias=False)
         self.mixer_kind = mixer
         if mixer == "lacet":
             self.mixer = LaCETLayer(
-                hidden_size=width, head_dim=width, chunk_size=chunk_size, newton_schulz_dtype="float32",
-                fast_weight_init_scale=init_scale,
+                hidden_size=width, head_dim=width, inter_multi=inter_multi, chunk_size=chunk_size,
+                newton_schulz_dtype="float32", fast_weight_init_scale=init_scale,
             )  # fmt: skip
             self.mixer.reset_fast_weights(torch.Generator().manual_seed(seed))
         else:
@@ -80,7 +82,7 @@ def recall_batch(batch: int, tokens: int, queries: int, part_dim: int, generator
 
 def train(args, mixer: str) -> List[Dict[str, float]]:
     torch.manual_seed(args.seed)
-    model = RecallModel(mixer, args.part_dim, args.width, args.chunk_size, args.init_scale, args.seed)
+    model = RecallModel(mixer, args.part_dim, args.width, args.chunk_size, args.init_scale, args.inter_multi, args.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     data = torch.Generator().manual_seed(args.seed + 1)
     curve, window = [], []
@@ -109,6 +111,7 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=int, default=64, help="model width (= the LaCET head)")
     parser.add_argument("--chunk-size", type=int, default=32, help="LaCET chunk in tokens (0: one chunk)")
     parser.add_argument("--init-scale", type=float, default=1.0, help="LaCET fast-weight init scale (1 = official)")
+    parser.add_argument("--inter-multi", type=float, default=2, help="LaCET fast SwiGLU width / head width (2 = released)")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--log-every", type=int, default=250)
     parser.add_argument("--seed", type=int, default=0)
