@@ -512,16 +512,29 @@ def _stacked_products(products: Sequence[Tuple[torch.Tensor, torch.Tensor]], in_
     return out
 
 
-def _importance(update: torch.Tensor, weight: torch.Tensor, anchor: torch.Tensor, estimator: str) -> torch.Tensor:
+def _importance(update: torch.Tensor, offset: torch.Tensor, estimator: str, overwrite: bool = False) -> torch.Tensor:
+    """Importance ``S`` of an update ``U``, fp32 and constant for autograd: MAS ``|U|``, EWC ``U^2``,
+    SI ``|U * (W - W*)|`` with ``offset = W - W*`` (``W`` already updated). ``overwrite=True`` (no
+    autograd) computes it in ``update``'s buffer: the same operations, bit-identical."""
+    if overwrite:
+        if estimator == "mas":
+            return update.abs_().float()
+        if estimator == "ewc":
+            return update.mul_(update).float()
+        # si; a bf16 update times the fp32 offset is an fp32 product, which stays out of place
+        return (update.mul_(offset) if update.dtype == offset.dtype else update * offset).abs_().float()
     update = update.detach()
     if estimator == "mas":
         return update.abs().float()
     if estimator == "ewc":
         return (update * update).float()
-    return (update * (weight - anchor).detach()).abs().float()  # si; ``weight`` already includes the update
+    return (update * offset.detach()).abs().float()
 
 
-def _renormalise(weight: torch.Tensor, column_norm: torch.Tensor) -> torch.Tensor:
+def _renormalise(weight: torch.Tensor, column_norm: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
+    """Each column scaled back to ``column_norm`` (``overwrite=True``: in ``weight``'s buffer)."""
+    if overwrite:
+        return weight.div_(weight.norm(dim=1, keepdim=True) + 1e-5).mul_(column_norm)
     return weight / (weight.norm(dim=1, keepdim=True) + 1e-5) * column_norm
 
 
@@ -553,17 +566,12 @@ def fast_weight_update(
         if use_elastic:
             anchor, importance = state.anchor[i], state.importance[i]
             offset = weight - anchor
-            if elastic.estimator == "mas":
-                score = update.abs_().float()
-            elif elastic.estimator == "ewc":
-                score = update.mul_(update).float()
-            else:  # si; a bf16 update times the fp32 offset is an fp32 product
-                score = (update.mul_(offset) if update.dtype == offset.dtype else update * offset).abs_().float()
+            score = _importance(update, offset, elastic.estimator, overwrite=True)
             importance = importance if overwrite_state else importance.clone()
             importance.mul_(elastic.alpha).add_(score, alpha=1.0 - elastic.alpha)
             weight = weight.sub_(offset.mul_(elastic.strength * importance))
             new_importances.append(importance)
-        weight = weight.div_(weight.norm(dim=1, keepdim=True) + 1e-5).mul_(column_norms[i])
+        weight = _renormalise(weight, column_norms[i], overwrite=True)
         new.append(weight)
         if use_elastic:
             if elastic.anchor_policy == "streaming":
@@ -591,10 +599,11 @@ def _fast_weight_update_graph(
         anchors, importances = state.anchor, state.importance
         new_importances = []
         for i in range(3):
-            score = _importance(directions[i], new[i], anchors[i], elastic.estimator)
+            offset = new[i] - anchors[i]
+            score = _importance(directions[i], offset, elastic.estimator)
             imp = importances[i].mul(elastic.alpha).add(score, alpha=1.0 - elastic.alpha)
             new_importances.append(imp)
-            new[i] = new[i] - elastic.strength * imp * (new[i] - anchors[i])
+            new[i] = new[i] - elastic.strength * imp * offset
     new = [_renormalise(w, n) for w, n in zip(new, column_norms)]
     if not use_elastic:
         return FastWeights(*new), state
