@@ -2,7 +2,7 @@
 
 `fsm demo` scores the built-in model against one baseline, the nearest input frame in time. This
 script puts the model among stronger model-free references on the same held-out scenes and the
-same held-out views (the demo's split, :data:`fsm_hf.demo.SPLIT_SEED`), so that its numbers can be
+same held-out views (the demo's split, :func:`fsm_hf.demo.held_out_split`), so that its numbers can be
 read for what they are:
 
 * ``nearest``: the nearest input frame in time (the demo's baseline);
@@ -32,9 +32,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fsm_hf.demo import DEMO_NUM_FRAMES, HELD_OUT_SEED_START, SPLIT_SEED, builtin_model_path, evaluate_scenes  # noqa: E402
-from fsm_hf.metrics import nearest_input_frame_baseline, psnr, ssim  # noqa: E402
-from fsm_hf.synthetic import generate_scene  # noqa: E402
+from fsm_hf.demo import HELD_OUT_SEED_START, builtin_model_path, evaluate_scenes, held_out_split  # noqa: E402
+from fsm_hf.metrics import _gaussian_window, nearest_input_frame_baseline, psnr, ssim  # noqa: E402
 
 BLUR_SIGMAS = (1.0, 2.0, 3.0)
 
@@ -42,9 +41,7 @@ BLUR_SIGMAS = (1.0, 2.0, 3.0)
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     """``[..., 3, H, W]`` images blurred by a separable Gaussian (``sigma`` pixels, edges replicated)."""
     radius = max(int(3 * sigma + 0.5), 1)
-    taps = torch.arange(-radius, radius + 1, dtype=images.dtype)
-    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
+    kernel = _gaussian_window(2 * radius + 1, sigma, images.dtype, images.device)  # SSIM's window
     x = F.pad(images.reshape(-1, 3, *images.shape[-2:]), (radius,) * 4, mode="replicate")
     x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
     x = F.conv2d(x, kernel.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
@@ -65,8 +62,7 @@ def time_blend(input_images: torch.Tensor, input_times: torch.Tensor, target_tim
 
 def reference_predictions(seed: int, num_input_views: int, num_target_views: int, resolution: int):
     """``(truth, {name: prediction})`` for one held-out scene with the demo's split."""
-    scene = generate_scene(seed, DEMO_NUM_FRAMES, resolution, resolution)
-    inputs, targets = scene.split(num_input_views, num_target_views, seed=SPLIT_SEED)
+    _, inputs, targets = held_out_split(seed, num_input_views, num_target_views, resolution)
     nearest = nearest_input_frame_baseline(inputs.images, inputs.times, targets.times)
     blend = time_blend(inputs.images, inputs.times, targets.times)
     predictions = {"nearest": nearest}

@@ -51,6 +51,7 @@ __all__ = [
     "check_held_out_seed",
     "evaluate_scenes",
     "format_table",
+    "held_out_split",
     "input_recall_psnr",
     "main",
     "package_builtin_model",
@@ -193,13 +194,22 @@ def _cameras(views):
     return Cameras(views.c2w, views.fxfycxcy, views.width, views.height)
 
 
-def _evaluate_scene(pipe, seed: int, num_input_views: int, num_target_views: int, resolution: int):
-    """Reconstruct one held-out scene and score its held-out views; returns ``(scores, views, memory, inputs, scene)``."""
-    from .metrics import nearest_input_frame_baseline, psnr, ssim
+def held_out_split(seed: int, num_input_views: int, num_target_views: int, resolution: int):
+    """The demo's task on one scene: ``(scene, inputs, targets)``, the generated clip of
+    :data:`DEMO_NUM_FRAMES` square frames, its evenly spaced input frames and its held-out views
+    (:meth:`~fsm_hf.synthetic.SyntheticScene.split` with :data:`SPLIT_SEED`)."""
     from .synthetic import generate_scene
 
     scene = generate_scene(seed, DEMO_NUM_FRAMES, resolution, resolution)
     inputs, targets = scene.split(num_input_views, num_target_views, seed=SPLIT_SEED)
+    return scene, inputs, targets
+
+
+def _evaluate_scene(pipe, seed: int, num_input_views: int, num_target_views: int, resolution: int):
+    """Reconstruct one held-out scene and score its held-out views; returns ``(scores, views, memory, inputs, scene)``."""
+    from .metrics import nearest_input_frame_baseline, psnr, ssim
+
+    scene, inputs, targets = held_out_split(seed, num_input_views, num_target_views, resolution)
     memory = pipe.reconstruct(inputs.images, _cameras(inputs), inputs.times, time_convention=TIME_CONVENTION)
     prediction = pipe.render(memory, _cameras(targets), targets.times, output_type="pt").images.cpu()  # [T, 3, H, W]
     baseline = nearest_input_frame_baseline(inputs.images, inputs.times, targets.times)  # [T, 3, H, W]
