@@ -239,17 +239,22 @@ def evaluate_mixer(mixer: str, run: Dict[str, object], num_scenes: int) -> Dict[
     return {"psnr": result.psnr, "baseline_psnr": result.baseline_psnr, "gain_db": result.gain_db, "recall_psnr": recall}
 
 
+#: Columns of the printed table: header and the cell of a result row.
+TABLE_COLUMNS = (
+    ("steps", lambda r: f"{r['steps']}"),
+    ("steps/s", lambda r: f"{r['steps_per_s']:.2f}"),
+    ("held-out PSNR", lambda r: f"{r['psnr']:.2f}"),
+    ("baseline", lambda r: f"{r['baseline_psnr']:.2f}"),
+    ("gain (dB)", lambda r: f"{r['gain_db']:+.2f}"),
+    ("input recall PSNR", lambda r: f"{r['recall_psnr']:.2f}"),
+)
+
+
 def format_table(results: Dict[str, Dict[str, object]]) -> str:
-    lines = [
-        "| mixer | steps | steps/s | held-out PSNR | baseline | gain (dB) | input recall PSNR |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for mixer, r in results.items():
-        lines.append(
-            f"| {mixer} | {r['steps']} | {r['steps_per_s']:.2f} | {r['psnr']:.2f} | {r['baseline_psnr']:.2f} | "
-            f"{r['gain_db']:+.2f} | {r['recall_psnr']:.2f} |"
-        )
-    return "\n".join(lines)
+    """Markdown table, one row per mixer."""
+    rows = [["mixer"] + [header for header, _ in TABLE_COLUMNS], ["---"] * (len(TABLE_COLUMNS) + 1)]
+    rows += [[mixer] + [cell(r) for _, cell in TABLE_COLUMNS] for mixer, r in results.items()]
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
 def _repo_relative(path: str) -> str:
