@@ -21,7 +21,7 @@ from its memory (:func:`fsm_hf.demo.input_recall_psnr`). The script prints a tab
 PSNR curve, and can write JSON::
 
     OMP_NUM_THREADS=2 python benchmarks/mixer_control.py --json benchmarks/results/mixer_control.json
-    # score the shipped model's own run instead of training LaCET again (47 minutes):
+    # score a finished LaCET run of the recipe instead of training it again (about 35-48 minutes):
     OMP_NUM_THREADS=2 python benchmarks/mixer_control.py --existing lacet=runs/demo_model
 
 The control is a measuring device for this question only. It ships nowhere: the package's models
