@@ -51,6 +51,8 @@ from modeling.lacet import FastWeights, LaCETLayer, TTTOperation  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "configs" / "demo_model.yaml"
 MIXERS = ("lacet", "attention")
+#: Held-out views per scene, as ``fsm demo`` scores them.
+NUM_TARGET_VIEWS = 8
 
 
 class InputAttention(nn.Module):
@@ -233,9 +235,11 @@ def evaluate_mixer(mixer: str, run: Dict[str, object], num_scenes: int) -> Dict[
     pipe.set_progress_bar_config(disable=True)
     seeds = range(HELD_OUT_SEED_START, HELD_OUT_SEED_START + num_scenes)
     with torch.inference_mode():
-        scores, kept = evaluate_scenes(pipe, seeds, 8, num_input_views=run["num_input_views"], keep_views=True)
+        scores, kept = evaluate_scenes(
+            pipe, seeds, NUM_TARGET_VIEWS, num_input_views=run["num_input_views"], keep_views=True
+        )
         recall = input_recall_psnr(pipe, [(memory, inputs) for _, memory, inputs, _ in kept])
-    result = DemoResult(scores, run["num_input_views"], 8, pipe.config.resolution[0])
+    result = DemoResult(scores, run["num_input_views"], NUM_TARGET_VIEWS, pipe.config.resolution[0])
     return {"psnr": result.psnr, "baseline_psnr": result.baseline_psnr, "gain_db": result.gain_db, "recall_psnr": recall}
 
 
@@ -267,11 +271,13 @@ def main(argv=None) -> int:
     mixers = _parse_mixers(args.mixers)
     existing = _parse_existing(args.existing, mixers)
     results: Dict[str, Dict[str, object]] = {}
+    if existing:
+        from fsm_hf.training import load_config
+
+        num_input_views = load_config(["--config", args.config]).num_input_views
     for mixer in mixers:
         if mixer in existing:
-            from fsm_hf.training import load_config
-
-            run = read_run(existing[mixer], load_config(["--config", args.config]).num_input_views)
+            run = read_run(existing[mixer], num_input_views)
         else:
             run = train_mixer(mixer, args)
         run.update(evaluate_mixer(mixer, run, args.num_scenes))
