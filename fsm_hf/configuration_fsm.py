@@ -12,6 +12,7 @@ from modeling.rays import POSE_FEATURES
 
 ELASTIC_STATE_MODES = ("threaded", "per_layer")
 HEAD_TYPES = ("lvsm", "gaussian")
+CROSS_VIEW_MIXERS = ("lacet", "attention")
 
 
 class FSMConfig(PretrainedConfig):
@@ -43,6 +44,15 @@ class FSMConfig(PretrainedConfig):
             RMSNorm on attention queries and keys.
         mlp_ratio (`float`, *optional*, defaults to 4):
             Hidden width of the GELU MLP relative to `hidden_size`.
+        cross_view_mixer (`str`, *optional*, defaults to `"lacet"`):
+            The layer of each block that reads across views. `"lacet"`: LaCET fast weights (the FSM
+            model; every released checkpoint). `"attention"`: softmax attention from every token onto
+            the input tokens (QK-RMSNorm, heads of `attention_head_dim`), LVSM's cross-view read; its
+            memory is the input tokens' keys and values, so it grows with the input and has no elastic
+            prior (`elastic_enabled` must be `False`). Used as the warm-up stage of the built-in model's
+            recipe and as a control in `benchmarks/`: its `to_qkv` and `c_proj` weights have the LaCET
+            layer's names and shapes, so a LaCET model loaded from its checkpoint
+            (`from_pretrained(path, cross_view_mixer="lacet")`) starts from them.
         ttt_head_dim (`int`, *optional*, defaults to 768):
             Width `d` of one LaCET head (`hidden_size / ttt_head_dim` heads).
         ttt_inter_multi (`float`, *optional*, defaults to 2):
@@ -118,6 +128,7 @@ class FSMConfig(PretrainedConfig):
         attention_head_dim: int = 64,
         use_qk_norm: bool = True,
         mlp_ratio: float = 4,
+        cross_view_mixer: str = "lacet",
         ttt_head_dim: int = 768,
         ttt_inter_multi: float = 2,
         ttt_base_lr: float = 0.01,
@@ -153,6 +164,7 @@ class FSMConfig(PretrainedConfig):
         self.attention_head_dim = attention_head_dim
         self.use_qk_norm = use_qk_norm
         self.mlp_ratio = mlp_ratio
+        self.cross_view_mixer = cross_view_mixer
         self.ttt_head_dim = ttt_head_dim
         self.ttt_inter_multi = ttt_inter_multi
         self.ttt_base_lr = ttt_base_lr
@@ -193,6 +205,12 @@ class FSMConfig(PretrainedConfig):
         check_choice("newton_schulz_dtype", self.newton_schulz_dtype, NEWTON_SCHULZ_DTYPES)
         check_choice("ttt_schedule", self.ttt_schedule, SCHEDULES)
         check_choice("head_type", self.head_type, HEAD_TYPES)
+        check_choice("cross_view_mixer", self.cross_view_mixer, CROSS_VIEW_MIXERS)
+        if self.cross_view_mixer == "attention" and self.elastic_enabled:
+            raise ValueError(
+                "FSMConfig.cross_view_mixer='attention' has no elastic prior: set elastic_enabled=False "
+                "(the elastic prior belongs to LaCET fast weights)."
+            )
         for name in self.pose_features:
             check_choice("pose_features[...]", name, POSE_FEATURES)
         for name, divisor in (("attention_head_dim", self.attention_head_dim), ("ttt_head_dim", self.ttt_head_dim)):
@@ -224,7 +242,7 @@ class FSMConfig(PretrainedConfig):
         """The fields a stored spatial memory depends on (used to refuse a memory from another model)."""
         keys = (
             "hidden_size", "num_hidden_layers", "patch_size", "pose_features", "use_time", "max_frames",
-            "attention_head_dim", "ttt_head_dim", "ttt_inter_multi", "head_type",
+            "attention_head_dim", "cross_view_mixer", "ttt_head_dim", "ttt_inter_multi", "head_type",
         )  # fmt: skip
         return {k: copy.deepcopy(getattr(self, k)) for k in keys}
 

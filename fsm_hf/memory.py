@@ -13,6 +13,8 @@ from modeling.lacet import FastWeights
 
 _FORMAT = "fsm-memory"
 _FORMAT_VERSION = 1
+#: Signature fields added after memories were first saved, with the value older memories had.
+_SIGNATURE_DEFAULTS = {"cross_view_mixer": "lacet"}
 
 
 @dataclass
@@ -65,9 +67,8 @@ class FSMMemory:
 
     def check_compatible(self, config_signature: Dict[str, Any]) -> None:
         """Raise ``ValueError`` naming the differing fields when the memory belongs to another model."""
-        diffs = {
-            k: (self.config_signature.get(k), v) for k, v in config_signature.items() if self.config_signature.get(k) != v
-        }
+        stored = {**_SIGNATURE_DEFAULTS, **self.config_signature}
+        diffs = {k: (stored.get(k), v) for k, v in config_signature.items() if stored.get(k) != v}
         if diffs:
             detail = ", ".join(f"{k}: memory={a!r} model={b!r}" for k, (a, b) in diffs.items())
             raise ValueError(f"This memory was built by a different model configuration ({detail}).")

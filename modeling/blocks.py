@@ -40,6 +40,75 @@ class ViewSelfAttention(nn.Module):
         return self.c_proj(out)
 
 
+class InputAttention(nn.Module):
+    """Softmax attention from tokens onto the input (update) tokens, with :class:`LaCETLayer`'s interface.
+
+    The cross-view read of an LVSM decoder, a drop-in for the LaCET layer of a block
+    (``FSMConfig.cross_view_mixer = "attention"``): multi-head, QK-RMSNorm, heads of ``head_dim``.
+    ``forward(x, schedule, elastic_state, memory)`` walks the schedule like :func:`lacet_scan`: an
+    ``update`` operation adds its tokens' keys and values to the memory, an ``apply`` operation attends
+    from its tokens onto the memory gathered so far. The memory is the triple
+    ``FastWeights(keys [B, M, D], values [B, M, D], empty [B, 0, D])``, so it travels through the
+    backbone, :class:`~fsm_hf.FSMMemory` and the pipeline like fast weights do; unlike fast weights,
+    it grows with the number of input tokens. It has no elastic state (``elastic_state`` is passed
+    through) and its ``to_qkv`` / ``c_proj`` carry the LaCET layer's names and shapes, so a LaCET
+    model built from an attention model's checkpoint starts from these projections.
+    """
+
+    chunk_size = 0  # the streamed path reads all input tokens in one update
+
+    def __init__(self, hidden_size: int, head_dim: int):
+        super().__init__()
+        if hidden_size % head_dim != 0:
+            raise ValueError(f"hidden_size {hidden_size} is not a multiple of the attention head_dim {head_dim}")
+        self.num_heads = hidden_size // head_dim
+        self.head_dim = head_dim
+        self.to_qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=False)
+        self.q_norm = nn.RMSNorm(head_dim)
+        self.k_norm = nn.RMSNorm(head_dim)
+        self.c_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.c_proj.is_residual_projection = True
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        b, l, _ = t.shape
+        return t.reshape(b, l, self.num_heads, self.head_dim).transpose(1, 2)  # [B, nh, L, dh]
+
+    def initial_fast_weights(self, batch_size: int) -> FastWeights:
+        """The empty memory: no key, no value."""
+        empty = self.c_proj.weight.new_zeros(batch_size, 0, self.c_proj.in_features)
+        return FastWeights(empty, empty, empty)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        schedule: Sequence[TTTOperation],
+        elastic_state: Optional[ElasticState] = None,
+        fast_weights: Optional[FastWeights] = None,
+    ):
+        """``x: [B, L, D]`` -> (outputs of the ``apply`` tokens ``[B, L_apply, D]``, memory, ``elastic_state``)."""
+        b, _, d = x.shape
+        q, k, v = self.to_qkv(x).chunk(3, dim=-1)  # each [B, L, D]
+        keys, values, _ = fast_weights if fast_weights is not None else self.initial_fast_weights(b)
+        outputs: List[torch.Tensor] = []
+        for op in schedule:
+            if op.update:
+                keys = torch.cat([keys, k[:, op.start : op.end]], dim=1)
+                values = torch.cat([values, v[:, op.start : op.end]], dim=1)
+            if op.apply:
+                if keys.shape[1] == 0:
+                    raise ValueError("InputAttention: an apply operation before any update (the memory is empty)")
+                query = self.q_norm(self._heads(q[:, op.start : op.end]))
+                out = F.scaled_dot_product_attention(query, self.k_norm(self._heads(keys)), self._heads(values))
+                outputs.append(out.transpose(1, 2).reshape(b, op.end - op.start, d))
+        out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(b, 0, d)
+        return self.c_proj(out), FastWeights(keys, values, keys.new_zeros(b, 0, d)), elastic_state
+
+    def apply_memory(self, x: torch.Tensor, fast_weights: FastWeights) -> torch.Tensor:
+        """Attend from ``x: [B, L, D]`` onto a stored memory; ``[B, L, D]``."""
+        out, _, _ = self.forward(x, [TTTOperation(0, x.shape[1], update=False, apply=True)], fast_weights=fast_weights)
+        return out
+
+
 class FSMMLP(nn.Module):
     """``Linear -> GELU (exact) -> Linear``, no biases."""
 
@@ -65,8 +134,28 @@ def elastic_settings_from_config(config) -> ElasticSettings:
     )
 
 
+def cross_view_mixer(config) -> nn.Module:
+    """The layer that reads across views, per ``config.cross_view_mixer``: LaCET or :class:`InputAttention`."""
+    if config.cross_view_mixer == "attention":
+        return InputAttention(config.hidden_size, config.attention_head_dim)
+    return LaCETLayer(
+        config.hidden_size,
+        config.ttt_head_dim,
+        inter_multi=config.ttt_inter_multi,
+        base_lr=config.ttt_base_lr,
+        chunk_size=config.ttt_chunk_size,
+        newton_schulz_steps=config.newton_schulz_steps,
+        newton_schulz_dtype=config.newton_schulz_dtype,
+        apply_before_update=config.apply_before_update,
+        elastic=elastic_settings_from_config(config),
+        initial_importance=config.elastic_initial_importance,
+        fast_weight_init_scale=config.ttt_fast_weight_init_scale,
+    )
+
+
 class FSMBlock(nn.Module):
-    """Pre-LN residual block: per-view attention, then LaCET over all tokens, then the MLP."""
+    """Pre-LN residual block: per-view attention, then LaCET (or, as a control and warm-up,
+    :class:`InputAttention`) over all tokens, then the MLP."""
 
     def __init__(self, config):
         super().__init__()
@@ -74,19 +163,7 @@ class FSMBlock(nn.Module):
         self.attention_norm = nn.LayerNorm(d, eps=config.layer_norm_eps, bias=False)
         self.attention = ViewSelfAttention(d, config.attention_head_dim, config.use_qk_norm)
         self.lacet_norm = nn.LayerNorm(d, eps=config.layer_norm_eps, bias=False)
-        self.lacet = LaCETLayer(
-            d,
-            config.ttt_head_dim,
-            inter_multi=config.ttt_inter_multi,
-            base_lr=config.ttt_base_lr,
-            chunk_size=config.ttt_chunk_size,
-            newton_schulz_steps=config.newton_schulz_steps,
-            newton_schulz_dtype=config.newton_schulz_dtype,
-            apply_before_update=config.apply_before_update,
-            elastic=elastic_settings_from_config(config),
-            initial_importance=config.elastic_initial_importance,
-            fast_weight_init_scale=config.ttt_fast_weight_init_scale,
-        )
+        self.lacet = cross_view_mixer(config)
         self.mlp_norm = nn.LayerNorm(d, eps=config.layer_norm_eps, bias=False)
         self.mlp = FSMMLP(d, config.mlp_ratio)
 

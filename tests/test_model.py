@@ -261,3 +261,79 @@ def test_ray_direction_norm_is_torch_norm_bit_for_bit():
     assert torch.equal(channel_norm(unnormalised), torch.norm(unnormalised, dim=1, keepdim=True))
     fp64 = torch.randn(2, 3, 16, generator=g, dtype=torch.float64)  # other dtypes take torch.norm itself
     assert torch.equal(channel_norm(fp64), torch.norm(fp64, dim=1, keepdim=True))
+
+
+# -- cross_view_mixer="attention": the control / warm-up mixer ---------------------------------------
+@pytest.fixture(scope="module")
+def attention_model():
+    torch.manual_seed(2)
+    config = FSMConfig.from_preset("tiny", cross_view_mixer="attention", elastic_enabled=False)
+    return FSMForNovelViewSynthesis(config).eval()
+
+
+def test_attention_mixer_renders_from_its_memory_like_the_joint_forward(attention_model, views):
+    inputs, targets = _split(views)
+    with torch.no_grad():
+        joint = attention_model(**inputs, **targets).images
+        memory = attention_model.reconstruct(**inputs)
+        one_at_a_time = torch.cat(
+            [attention_model.render(memory, **{k: v[:, i : i + 1] for k, v in targets.items()}) for i in range(3)], dim=1
+        )
+        streamed = attention_model(**inputs, **targets, max_views_per_batch=1).images
+    torch.testing.assert_close(one_at_a_time, joint, atol=1e-5, rtol=0)
+    torch.testing.assert_close(streamed, joint, atol=1e-5, rtol=0)
+    # The memory is the input tokens' keys and values: [B, input tokens, D] per layer.
+    tokens = inputs["input_images"].shape[1] * (32 // attention_model.config.patch_size) ** 2
+    keys, values, _ = memory.fast_weights[0]
+    assert keys.shape == values.shape == (2, tokens, attention_model.config.hidden_size)
+
+
+def test_attention_mixer_reads_the_inputs(attention_model, views):
+    """Targets depend on the input images through the mixer (the per-view attention cannot carry them)."""
+    inputs, targets = _split(views)
+    changed = dict(inputs, input_images=inputs["input_images"].flip(-1))
+    with torch.no_grad():
+        a, b = attention_model(**inputs, **targets).images, attention_model(**changed, **targets).images
+    assert (a - b).abs().max() > 1e-5  # freshly initialised: small residual branches, but a real dependence
+
+
+def test_attention_mixer_config_is_validated():
+    with pytest.raises(ValueError, match="cross_view_mixer must be one of \\['lacet', 'attention'\\], got 'mamba'"):
+        FSMConfig.from_preset("tiny", cross_view_mixer="mamba", elastic_enabled=False)
+    with pytest.raises(ValueError, match="no elastic prior: set elastic_enabled=False"):
+        FSMConfig.from_preset("tiny", cross_view_mixer="attention", elastic_enabled=True)
+
+
+def test_lacet_model_warm_started_from_an_attention_checkpoint(attention_model, tmp_path):
+    """Loading an attention model's folder as a LaCET model keeps every shared weight and the mixer's
+    q/k/v and output projections, and initialises the fast weights (and their elastic buffers) freshly."""
+    attention_model.save_pretrained(tmp_path)
+    torch.manual_seed(5)
+    lacet, info = FSMForNovelViewSynthesis.from_pretrained(
+        tmp_path, cross_view_mixer="lacet", elastic_enabled=True, output_loading_info=True
+    )
+    assert sorted({k.split(".lacet.")[1] for k in info["unexpected_keys"]}) == ["k_norm.weight", "q_norm.weight"]
+    assert all(".lacet." in k for k in info["missing_keys"])
+    source = attention_model.state_dict()
+    for key, value in lacet.state_dict().items():
+        if key in source:
+            assert torch.equal(value, source[key]), key
+    assert any(k.endswith("lacet.to_qkv.weight") for k in source) and any(k.endswith("lacet.c_proj.weight") for k in source)
+    for layer in lacet.fsm.backbone.layers:
+        for name in ("w0", "w1", "w2"):
+            weight = getattr(layer.lacet, name)
+            expected = math.sqrt(2.0 / weight.shape[1])
+            assert abs(weight.std().item() / expected - 1) < 0.1, (name, weight.std().item(), expected)
+            assert torch.equal(getattr(layer.lacet, f"anchor_{name}"), weight.detach())
+
+
+def test_memory_of_another_mixer_is_refused_and_old_memories_still_load(model, attention_model, views, tmp_path):
+    inputs, targets = _split(views)
+    with torch.no_grad():
+        memory = attention_model.reconstruct(**inputs)
+    with pytest.raises(ValueError, match="cross_view_mixer: memory='attention' model='lacet'"):
+        model.render(memory, **targets)
+    # A memory saved before the field existed has no cross_view_mixer in its signature: it is LaCET's.
+    old = model.reconstruct(**inputs)
+    old.config_signature.pop("cross_view_mixer")
+    torch.testing.assert_close(model.render(old, **targets), model.render(model.reconstruct(**inputs), **targets), atol=0, rtol=0)
