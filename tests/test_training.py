@@ -52,6 +52,26 @@ def test_flags_override_yaml_and_yaml_overrides_defaults(tmp_path):
         load_config(["--num_input_views", "8", "--num_target_views", "8", "--window_size", "10"])
 
 
+def test_a_config_can_start_from_a_base_config(tmp_path):
+    from fsm_hf.training import load_config
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "base.yaml").write_text("model: tiny\nmax_steps: 50\nlr: 0.002\nmodel_overrides:\n  hidden_size: 64\n  elastic_lambda: 0.5\n")
+    (tmp_path / "sub" / "mid.yaml").write_text("base: ../base.yaml\nlr: 0.001\nmodel_overrides:\n  elastic_lambda: 0.25\n")
+    (tmp_path / "top.yaml").write_text("base: sub/mid.yaml\nmax_steps: 70\n")  # bases are relative to the including file
+    cfg = load_config(["--config", str(tmp_path / "top.yaml"), "--model_overrides", "ttt_chunk_size=8"])
+    assert (cfg.model, cfg.max_steps, cfg.lr) == ("tiny", 70, 0.001)
+    assert cfg.model_overrides == {"hidden_size": 64, "elastic_lambda": 0.25, "ttt_chunk_size": 8}
+
+    (tmp_path / "loop_a.yaml").write_text("base: loop_b.yaml\n")
+    (tmp_path / "loop_b.yaml").write_text("base: loop_a.yaml\n")
+    with pytest.raises(ValueError, match="loops back"):
+        load_config(["--config", str(tmp_path / "loop_a.yaml")])
+    (tmp_path / "missing.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
+        load_config(["--config", str(tmp_path / "missing.yaml")])
+
+
 @pytest.mark.parametrize("name", ["fsm_4d_lvsm_finetune.yaml", "fsm_4d_lvsm_res128_finetune.yaml"])
 def test_release_configs_parse_and_require_model_and_data(name):
     from fsm_hf.training import load_config

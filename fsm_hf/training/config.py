@@ -7,6 +7,8 @@ weight decay 0.05 on matrices, cosine schedule with warm-up, clipping at 1.0 aft
 with steps skipped above a gradient-norm threshold, MSE + 0.5 LPIPS after an L2-only warm-up,
 bf16 autocast on GPUs, activation checkpointing, 32 input + 32 target views in a window.
 
+A YAML file may start from another one (``base: other.yaml``, see :func:`read_config_file`).
+
 Example::
 
     cfg = load_config(["--config", "configs/tiny_cpu.yaml", "--max_steps", "20"])
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-__all__ = ["TrainingConfig", "build_parser", "load_config", "parse_overrides"]
+__all__ = ["TrainingConfig", "build_parser", "load_config", "parse_overrides", "read_config_file"]
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 SCHEDULERS = ("cosine", "linear", "constant")
@@ -227,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Finetune an FSM model with Accelerate (accelerate launch finetune.py --config ...). "
         "Flags override the YAML config, which overrides the defaults (the paper's recipe).",
     )
-    parser.add_argument("--config", default=None, help="YAML file whose keys are the flags below")
+    parser.add_argument(
+        "--config", default=None, help="YAML file whose keys are the flags below (base: other.yaml starts from another file)"
+    )
     defaults = TrainingConfig.__dataclass_fields__
     for f in dataclasses.fields(TrainingConfig):
         flag = f"--{f.name}"
@@ -256,23 +260,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def read_config_file(path: Union[str, Path], _seen: Sequence[Path] = ()) -> Dict[str, Any]:
+    """The settings of a YAML training config, with its ``base`` resolved.
+
+    A config may name another one as ``base: other.yaml`` (relative to its own folder): it starts
+    from that file's settings and replaces the keys it sets itself, except ``model_overrides``,
+    whose entries are added to (or replace) the base's. Bases may chain.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Training config not found: {path}")
+    if path.resolve() in _seen:
+        raise ValueError(f"{path}: its base chain loops back to itself ({' -> '.join(str(p) for p in _seen)}).")
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping of training settings, got {type(loaded).__name__}.")
+    if "model_overrides" in loaded:
+        loaded["model_overrides"] = parse_overrides(loaded["model_overrides"])
+    base = loaded.pop("base", None)
+    if base is None:
+        return loaded
+    if not isinstance(base, str):
+        raise ValueError(f"{path}: base must be the path of another config file, got {base!r}.")
+    values = read_config_file(path.parent / base, (*_seen, path.resolve()))
+    if "model_overrides" in values and "model_overrides" in loaded:
+        loaded["model_overrides"] = {**values["model_overrides"], **loaded["model_overrides"]}
+    values.update(loaded)
+    return values
+
+
 def load_config(argv: Optional[Sequence[str]] = None) -> TrainingConfig:
     """Parse ``argv``: defaults <- ``--config`` YAML <- flags; returns a validated :class:`TrainingConfig`."""
     args = vars(build_parser().parse_args(argv))
     values: Dict[str, Any] = {}
     config_path = args.pop("config", None)
     if config_path is not None:
-        import yaml
-
-        path = Path(config_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Training config not found: {path}")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of training settings, got {type(loaded).__name__}.")
-        values.update(loaded)
-    if "model_overrides" in values:
-        values["model_overrides"] = parse_overrides(values["model_overrides"])
+        values = read_config_file(config_path)
     if "model_overrides" in args and "model_overrides" in values:  # flags add to / replace YAML entries
         args["model_overrides"] = {**values["model_overrides"], **args["model_overrides"]}
     values.update(args)
