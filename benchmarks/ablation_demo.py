@@ -1,10 +1,11 @@
 """Ablation of the built-in demo model: LaCET vs LaCT, with equal training budgets.
 
-Three variants of the ``configs/demo_model.yaml`` architecture are trained from scratch with
-``finetune.py``'s training loop (:func:`fsm_hf.training.train`) on the same procedural scenes, with
-the same number of steps, batch size and seed, and scored on the same held-out scenes (seeds
-``>= fsm_hf.demo.HELD_OUT_SEED_START``) with the ``fsm demo`` protocol
-(:func:`fsm_hf.demo.evaluate_scenes`):
+Three variants of the ``configs/demo_model.yaml`` model are trained from the same starting point
+(``--model``; default the config's: the warm-up run of ``configs/demo_warmup.yaml``, which must exist;
+``--model tiny`` trains from scratch) with ``finetune.py``'s training loop
+(:func:`fsm_hf.training.train`) on the same procedural scenes, with the same number of steps, batch
+size and seed, and scored on the same held-out scenes (seeds ``>= fsm_hf.demo.HELD_OUT_SEED_START``)
+with the ``fsm demo`` protocol (:func:`fsm_hf.demo.evaluate_scenes`):
 
 * ``lacet-4chunks``: LaCET, elastic prior on (SI importances, streaming-EMA anchor, the paper's
   defaults), input tokens read in 4 chunks;
@@ -53,6 +54,7 @@ def variants(tokens_per_input_set: int) -> Dict[str, Dict[str, object]]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="training config of the demo model")
+    parser.add_argument("--model", default=None, help="starting point of every variant (default: the config's model)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train and evaluate")
     parser.add_argument("--max_steps", type=int, default=None, help="optimiser steps per variant (default: per device)")
     parser.add_argument("--batch_size", type=int, default=None, help="samples per step (default: per device)")
@@ -74,6 +76,8 @@ def train_variant(name: str, overrides: Dict[str, object], args, budget: Dict[st
         "--save_every", "0", "--image_every", "0",
         "--model_overrides", ",".join(f"{k}={v}" for k, v in overrides.items()),
     ]  # fmt: skip
+    if args.model is not None:
+        flags += ["--model", args.model]
     if args.device == "cuda":
         flags += ["--num_workers", "4"]
     config = load_config(flags)
@@ -138,7 +142,7 @@ def main(argv=None) -> int:
             budget[key] = getattr(args, key)
     from fsm_hf.training import load_config
 
-    base = load_config(["--config", args.config])
+    base = load_config(["--config", args.config] + (["--model", args.model] if args.model is not None else []))
     tokens = base.num_input_views * (base.image_size // base.model_overrides.get("patch_size", 8)) ** 2
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -159,6 +163,7 @@ def main(argv=None) -> int:
         "torch_threads": torch.get_num_threads(),
         "budget": budget,
         "config": args.config,
+        "model": base.model,
         "num_target_views": args.num_target_views,
         "results": results,
     }

@@ -6,14 +6,16 @@ built-in model stands"). Two explanations compete: LaCET's fast weights learn to
 (``retrieval_learning.py`` shows a plateau on a toy task), or the whole model family needs far more
 than a CPU-hour of training on these scenes. This script separates them.
 
-It trains the recipe of ``configs/demo_model.yaml`` twice, or only the control (``--mixers``), with
-``finetune.py``'s training loop (:func:`fsm_hf.training.train`), the same data order, seed and steps:
+It trains the architecture and training settings of ``configs/demo_model.yaml`` from scratch
+(``--model tiny``) twice, or only the control (``--mixers``), with ``finetune.py``'s training loop
+(:func:`fsm_hf.training.train`), the same data order, seed and steps (3000 by default):
 
-* ``lacet``: the recipe as shipped;
-* ``attention``: every LaCET layer replaced by :class:`InputAttention`, multi-head softmax attention
-  from every token onto the input-view tokens (QK-RMSNorm, the model's width and attention head
-  size). This is the cross-view read of an LVSM decoder whose targets look at the inputs. Everything
-  else is unchanged, including the per-view attention, the MLPs, the tokenizer and the head.
+* ``lacet``: the FSM model (LaCET with the elastic prior);
+* ``attention``: every LaCET layer replaced by :class:`~modeling.blocks.InputAttention`
+  (``cross_view_mixer="attention"``), multi-head softmax attention from every token onto the
+  input-view tokens (QK-RMSNorm, the model's width and attention head size). This is the cross-view
+  read of an LVSM decoder whose targets look at the inputs. Everything else is unchanged, including
+  the per-view attention, the MLPs, the tokenizer and the head.
 
 Both are scored with the ``fsm demo`` protocol (:func:`fsm_hf.demo.evaluate_scenes`: held-out
 seeds, PSNR next to the nearest-input-frame baseline) and by rendering each scene's input frames back
@@ -21,33 +23,28 @@ from its memory (:func:`fsm_hf.demo.input_recall_psnr`). The script prints a tab
 PSNR curve, and can write JSON::
 
     OMP_NUM_THREADS=2 python benchmarks/mixer_control.py --json benchmarks/results/mixer_control.json
-    # score a finished LaCET run of the recipe instead of training it again (about 35-48 minutes):
-    OMP_NUM_THREADS=2 python benchmarks/mixer_control.py --existing lacet=runs/demo_model
+    # score a finished from-scratch LaCET run instead of training it again (about 35 minutes):
+    OMP_NUM_THREADS=2 python benchmarks/mixer_control.py --existing lacet=runs/mixer_control/lacet
 
-The control is a measuring device for this question only. It ships nowhere: the package's models
-are FSM (LaCET) models. Its "memory" holds the keys and values of the input tokens (an
-:class:`~modeling.FastWeights` triple ``(keys, values, empty)``, so the pipeline's reconstruct/render
-path carries it unchanged).
+What it found (README, "Where the built-in model stands") shaped the built-in model's recipe: the
+attention model is now its warm-up stage (``configs/demo_warmup.yaml``), and the shipped model is
+the LaCET model trained from it (``configs/demo_model.yaml``).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from modeling.lacet import FastWeights, LaCETLayer, TTTOperation  # noqa: E402
 
 DEFAULT_CONFIG = REPO / "configs" / "demo_model.yaml"
 MIXERS = ("lacet", "attention")
@@ -55,74 +52,11 @@ MIXERS = ("lacet", "attention")
 NUM_TARGET_VIEWS = 8
 
 
-class InputAttention(nn.Module):
-    """Softmax attention onto the tokens a schedule updates on, with :class:`LaCETLayer`'s interface.
-
-    ``forward(x, schedule, elastic_state, memory)`` walks the schedule: an ``update`` operation adds
-    its tokens' keys and values to the memory, an ``apply`` operation attends from its tokens to the
-    memory gathered so far. The memory is ``FastWeights(keys [B, M, D], values [B, M, D], empty)``.
-    """
-
-    def __init__(self, hidden_size: int, head_dim: int):
-        super().__init__()
-        if hidden_size % head_dim != 0:
-            raise ValueError(f"hidden_size {hidden_size} is not a multiple of head_dim {head_dim}")
-        self.num_heads = hidden_size // head_dim
-        self.head_dim = head_dim
-        self.to_qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=False)
-        self.q_norm = nn.RMSNorm(head_dim)
-        self.k_norm = nn.RMSNorm(head_dim)
-        self.c_proj = nn.Linear(hidden_size, hidden_size, bias=False)
-        self.c_proj.is_residual_projection = True
-
-    def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        b, l, _ = t.shape
-        return t.reshape(b, l, self.num_heads, self.head_dim).transpose(1, 2)  # [B, nh, L, dh]
-
-    def initial_fast_weights(self, batch_size: int) -> FastWeights:
-        empty = self.c_proj.weight.new_zeros(batch_size, 0, self.c_proj.in_features)
-        return FastWeights(empty, empty, empty)
-
-    def forward(self, x, schedule: Sequence[TTTOperation], elastic_state=None, fast_weights: Optional[FastWeights] = None):
-        b, _, d = x.shape
-        q, k, v = self.to_qkv(x).chunk(3, dim=-1)  # each [B, L, D]
-        keys, values, _ = fast_weights if fast_weights is not None else self.initial_fast_weights(b)
-        outputs: List[torch.Tensor] = []
-        for op in schedule:
-            if op.update:
-                keys = torch.cat([keys, k[:, op.start : op.end]], dim=1)
-                values = torch.cat([values, v[:, op.start : op.end]], dim=1)
-            if op.apply:
-                if keys.shape[1] == 0:
-                    raise ValueError("InputAttention: an apply operation before any update (empty memory)")
-                query = self.q_norm(self._heads(q[:, op.start : op.end]))
-                out = F.scaled_dot_product_attention(query, self.k_norm(self._heads(keys)), self._heads(values))
-                outputs.append(out.transpose(1, 2).reshape(b, op.end - op.start, d))
-        out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(b, 0, d)
-        return self.c_proj(out), FastWeights(keys, values, keys.new_zeros(b, 0, d)), elastic_state
-
-    def apply_memory(self, x: torch.Tensor, fast_weights: FastWeights) -> torch.Tensor:
-        out, _, _ = self.forward(x, [TTTOperation(0, x.shape[1], update=False, apply=True)], fast_weights=fast_weights)
-        return out
-
-
-def use_input_attention(model: nn.Module) -> int:
-    """Replace every block's LaCET layer by a freshly initialised :class:`InputAttention`; returns the count."""
-    config = model.config
-    if config.elastic_enabled:
-        raise ValueError("the attention control has no elastic state: build the model with elastic_enabled=False")
-    blocks = [m for m in model.modules() if isinstance(getattr(m, "lacet", None), LaCETLayer)]
-    for block in blocks:
-        block.lacet = InputAttention(config.hidden_size, config.attention_head_dim)
-        block.lacet.apply(model._init_weights)
-    return len(blocks)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="training config (default: the demo model's)")
     parser.add_argument("--mixers", default="lacet,attention", help=f"comma list of {', '.join(MIXERS)}")
-    parser.add_argument("--max_steps", type=int, default=None, help="optimiser steps (default: the config's)")
+    parser.add_argument("--max_steps", type=int, default=3000, help="optimiser steps (default 3000)")
     parser.add_argument("--num_scenes", type=int, default=8, help="held-out scenes to score")
     parser.add_argument("--output_dir", default="runs/mixer_control", help="training runs go here")
     parser.add_argument(
@@ -170,29 +104,16 @@ def read_run(run_dir: Path, num_input_views: int) -> Dict[str, object]:
 
 def train_mixer(mixer: str, args) -> Dict[str, object]:
     """Train one variant; returns its :func:`read_run` record and the wall time."""
-    from fsm_hf.training import load_config, train, trainer
+    from fsm_hf.training import load_config, train
 
-    flags = ["--config", args.config, "--output_dir", str(Path(args.output_dir) / mixer), "--save_every", "0", "--image_every", "0"]
-    if args.max_steps is not None:
-        flags += ["--max_steps", str(args.max_steps)]
+    flags = ["--config", args.config, "--model", "tiny", "--max_steps", str(args.max_steps)]
+    flags += ["--output_dir", str(Path(args.output_dir) / mixer), "--save_every", "0", "--image_every", "0"]
     if mixer == "attention":
-        flags += ["--model_overrides", "elastic_enabled=false"]
+        flags += ["--model_overrides", "cross_view_mixer=attention,elastic_enabled=false"]
     config = load_config(flags)
-    original = trainer.load_model
-
-    def load_with_attention(name, overrides=None):
-        model, settings = original(name, overrides)
-        use_input_attention(model)
-        return model, settings
-
-    if mixer == "attention":
-        trainer.load_model = load_with_attention
-    try:
-        start = time.perf_counter()
-        train(config)
-        seconds = time.perf_counter() - start
-    finally:
-        trainer.load_model = original
+    start = time.perf_counter()
+    train(config)
+    seconds = time.perf_counter() - start
     return dict(read_run(Path(config.output_dir), config.num_input_views), train_seconds=seconds)
 
 
@@ -207,31 +128,14 @@ def psnr_curve(log: Sequence[Dict[str, float]], every: int = 250) -> List[Dict[s
     return curve
 
 
-@contextlib.contextmanager
-def _quiet_transformers():
-    from transformers.utils import logging
-
-    level = logging.get_verbosity()
-    logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(level)
-
-
 def evaluate_mixer(mixer: str, run: Dict[str, object], num_scenes: int) -> Dict[str, float]:
     """Held-out demo scores and input recall PSNR of a trained variant."""
-    from safetensors.torch import load_file
-
     from fsm_hf import FSMPipeline
     from fsm_hf.demo import HELD_OUT_SEED_START, DemoResult, evaluate_scenes, input_recall_psnr
 
-    final = Path(run["final"])
-    with _quiet_transformers():  # the folder's config builds LaCET layers: the attention weights load below
-        pipe = FSMPipeline.from_pretrained(final)
-    if mixer == "attention":
-        use_input_attention(pipe.model)
-        pipe.model.load_state_dict(load_file(str(final / "model" / "model.safetensors")), strict=True)
+    pipe = FSMPipeline.from_pretrained(run["final"])
+    if pipe.model.config.cross_view_mixer != mixer:
+        raise SystemExit(f"{run['final']} is a {pipe.model.config.cross_view_mixer!r} model, not {mixer!r}")
     pipe.set_progress_bar_config(disable=True)
     seeds = range(HELD_OUT_SEED_START, HELD_OUT_SEED_START + num_scenes)
     with torch.inference_mode():

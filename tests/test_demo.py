@@ -43,6 +43,7 @@ def test_builtin_model_is_a_small_lacet_pipeline():
     assert index["time_convention"] == "training"  # the scenes' times are continuous, as in training
     config = json.loads((MODEL_DIR / "model" / "config.json").read_text())
     assert config["use_time"] is True
+    assert config.get("cross_view_mixer", "lacet") == "lacet"  # the warm-up's attention is not shipped
     assert config["elastic_enabled"] is True
     assert (config["elastic_estimator"], config["elastic_anchor_policy"]) == ("si", "streaming-ema")
     assert config["newton_schulz_dtype"] == "float32"
@@ -156,12 +157,14 @@ def test_packaging_writes_a_loadable_model_with_a_measured_card(tmp_path):
     training = {
         "command": "OMP_NUM_THREADS=2 python finetune.py --config configs/demo_model.yaml --output_dir runs/x",
         "wall_time_s": 90.0, "hardware": "a test machine", "data": "the test's scenes",
+        "warmup_command": "OMP_NUM_THREADS=2 python finetune.py --config configs/demo_warmup.yaml", "warmup_wall_time_s": 30.0,
     }  # fmt: skip
     destination = tmp_path / "packaged"
     result = demo.package_builtin_model(MODEL_DIR, training, destination=destination, num_scenes=2, log=None)
     assert [s.seed for s in result.scenes] == [demo.HELD_OUT_SEED_START, demo.HELD_OUT_SEED_START + 1]
     card = (destination / "model" / "README.md").read_text()
-    assert training["command"] in card and "the test's scenes" in card and "1.5 min on a test machine" in card
+    assert f"Training command: `{training['command']}` (1.5 min)" in card and "the test's scenes" in card
+    assert f"Warm-up command: `{training['warmup_command']}` (0.5 min)" in card and "2.0 min in all on a test machine" in card
     assert f"| FSM (this model) | {result.psnr:.2f} | {result.ssim:.3f} |" in card
     assert f"| gain | {result.gain_db:+.2f} |" in card
     assert ("rendering its own input frames back from the memory" in card) == (result.gain_db < 3.0)

@@ -72,6 +72,21 @@ def test_a_config_can_start_from_a_base_config(tmp_path):
         load_config(["--config", str(tmp_path / "missing.yaml")])
 
 
+def test_the_built_in_models_two_stage_recipe_configs():
+    """Stage 1 trains the demo architecture from scratch with attention; stage 2 starts LaCET from its output."""
+    from fsm_hf.training import load_config
+
+    warmup = load_config(["--config", str(REPO_ROOT / "configs" / "demo_warmup.yaml")])
+    model = load_config(["--config", str(REPO_ROOT / "configs" / "demo_model.yaml")])
+    assert warmup.model == "tiny" and model.model == f"{warmup.output_dir}/final"
+    assert (warmup.model_overrides["cross_view_mixer"], warmup.model_overrides["elastic_enabled"]) == ("attention", False)
+    assert (model.model_overrides["cross_view_mixer"], model.model_overrides["elastic_enabled"]) == ("lacet", True)
+    shared = {k: v for k, v in warmup.model_overrides.items() if k not in ("cross_view_mixer", "elastic_enabled")}
+    assert shared.items() <= model.model_overrides.items() and shared["hidden_size"] == 128
+    different = {k for k in warmup.to_dict() if warmup.to_dict()[k] != model.to_dict()[k]}
+    assert different == {"model", "model_overrides", "max_steps", "seed", "output_dir"}
+
+
 @pytest.mark.parametrize("name", ["fsm_4d_lvsm_finetune.yaml", "fsm_4d_lvsm_res128_finetune.yaml"])
 def test_release_configs_parse_and_require_model_and_data(name):
     from fsm_hf.training import load_config
