@@ -68,7 +68,7 @@ def test_a_config_can_start_from_a_base_config(tmp_path):
     with pytest.raises(ValueError, match="loops back"):
         load_config(["--config", str(tmp_path / "loop_a.yaml")])
     (tmp_path / "missing.yaml").write_text("base: nowhere.yaml\n")
-    with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
+    with pytest.raises(FileNotFoundError, match="missing.yaml: its base .nowhere.yaml. does not exist"):
         load_config(["--config", str(tmp_path / "missing.yaml")])
 
 
