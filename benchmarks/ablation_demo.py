@@ -143,6 +143,14 @@ def main(argv=None) -> int:
     from fsm_hf.training import load_config
 
     base = load_config(["--config", args.config] + (["--model", args.model] if args.model is not None else []))
+    from fsm_hf.configuration_fsm import PRESETS
+
+    hub_id = base.model.count("/") == 1 and not base.model.startswith((".", "/", "~"))
+    if base.model not in PRESETS and not hub_id and not Path(base.model).exists():
+        print(f"The variants start from {base.model}, which does not exist: train it first "
+              "(python finetune.py --config configs/demo_warmup.yaml), or pass --model tiny to start from scratch.",
+              file=sys.stderr)  # fmt: skip
+        return 2
     tokens = base.num_input_views * (base.image_size // base.model_overrides.get("patch_size", 8)) ** 2
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
