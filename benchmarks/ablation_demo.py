@@ -140,13 +140,12 @@ def main(argv=None) -> int:
     for key in budget:
         if getattr(args, key) is not None:
             budget[key] = getattr(args, key)
+    from fsm_hf.configuration_fsm import PRESETS
     from fsm_hf.training import load_config
+    from fsm_hf.training.trainer import names_a_local_folder
 
     base = load_config(["--config", args.config] + (["--model", args.model] if args.model is not None else []))
-    from fsm_hf.configuration_fsm import PRESETS
-
-    hub_id = base.model.count("/") == 1 and not base.model.startswith((".", "/", "~"))
-    if base.model not in PRESETS and not hub_id and not Path(base.model).exists():
+    if base.model not in PRESETS and names_a_local_folder(base.model) and not Path(base.model).exists():
         print(f"The variants start from {base.model}, which does not exist: train it first "
               "(python finetune.py --config configs/demo_warmup.yaml), or pass --model tiny to start from scratch.",
               file=sys.stderr)  # fmt: skip

@@ -271,6 +271,8 @@ def read_config_file(path: Union[str, Path], _seen: Sequence[Path] = ()) -> Dict
 
     path = Path(path)
     if not path.is_file():
+        if _seen:  # named as the base of the last file read
+            raise FileNotFoundError(f"{_seen[-1]}: its base {path.name!r} does not exist ({path}).")
         raise FileNotFoundError(f"Training config not found: {path}")
     if path.resolve() in _seen:
         raise ValueError(f"{path}: its base chain loops back to itself ({' -> '.join(str(p) for p in _seen)}).")
@@ -284,8 +286,6 @@ def read_config_file(path: Union[str, Path], _seen: Sequence[Path] = ()) -> Dict
         return loaded
     if not isinstance(base, str):
         raise ValueError(f"{path}: base must be the path of another config file, got {base!r}.")
-    if not (path.parent / base).is_file():
-        raise FileNotFoundError(f"{path}: its base {base!r} does not exist ({path.parent / base}).")
     values = read_config_file(path.parent / base, (*_seen, path.resolve()))
     if "model_overrides" in values and "model_overrides" in loaded:
         loaded["model_overrides"] = {**values["model_overrides"], **loaded["model_overrides"]}

@@ -43,6 +43,7 @@ __all__ = [
     "latest_checkpoint",
     "load_model",
     "main",
+    "names_a_local_folder",
     "save_checkpoint",
     "save_final_pipeline",
     "train",
@@ -56,6 +57,11 @@ PIPELINE_SETTINGS = ("resolution", "num_input_views", "time_convention", "max_fr
 # ----------------------------------------------------------------------------------------------
 # Model, optimiser, scheduler
 # ----------------------------------------------------------------------------------------------
+def names_a_local_folder(name: str) -> bool:
+    """Whether ``--model NAME`` that is not a preset means a local folder rather than a Hub id ``owner/name``."""
+    return Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") != 1
+
+
 def load_model(name: str, overrides: Optional[Dict[str, Any]] = None) -> Tuple[torch.nn.Module, Dict[str, Any]]:
     """The model to finetune and the pipeline settings it came with.
 
@@ -81,8 +87,7 @@ def load_model(name: str, overrides: Optional[Dict[str, Any]] = None) -> Tuple[t
         return FSMForNovelViewSynthesis(config), {}
     path = Path(name)
     if not path.exists():
-        looks_local = path.is_absolute() or name.startswith((".", "~")) or name.count("/") != 1
-        if looks_local:
+        if names_a_local_folder(name):
             raise FileNotFoundError(
                 f"--model {name!r}: not a preset ({sorted(PRESETS)}), not an existing folder, not a Hub id 'owner/name'."
             )
