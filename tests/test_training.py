@@ -413,6 +413,36 @@ def test_elastic_buffers_are_rebuilt_from_the_weights_when_finetuning_starts(tmp
             assert torch.equal(layer.lacet.anchor_w0, w0 if reset else w0 + 5.0)
 
 
+def test_train_only_parameters_hold_the_rest_fixed_for_train_only_steps(tmp_path):
+    from fsm_hf import FSMConfig, FSMForNovelViewSynthesis, FSMPipeline
+    from fsm_hf.training import load_config, train
+
+    FSMPipeline(model=FSMForNovelViewSynthesis(FSMConfig.from_preset("tiny", newton_schulz_dtype="float32"))).save_pretrained(
+        tmp_path / "base"
+    )
+    start = FSMPipeline.from_pretrained(tmp_path / "base").model.state_dict()
+
+    def run(steps):
+        out = tmp_path / f"steps_{steps}"
+        final = train(load_config(TINY + ["--model", str(tmp_path / "base"), "--max_steps", str(steps), "--warmup_steps", "0",
+                                          "--save_every", "0", "--train_only_parameters", r"\.lacet\.", "--train_only_steps", "2",
+                                          "--output_dir", str(out)]))  # fmt: skip
+        return FSMPipeline.from_pretrained(final).model.named_parameters()
+
+    trained = [name for name, value in run(2) if not torch.equal(value, start[name])]
+    assert trained and all(".lacet." in name for name in trained)  # only the mixers moved...
+    assert {name.split(".lacet.")[1] for name in trained} >= {"w0", "to_qkv.weight", "c_proj.weight"}
+    moved = {name for name, value in run(3) if not torch.equal(value, start[name])}
+    assert {"fsm.embeddings.linear.weight", "head.linear.weight"} <= moved  # ...then everything trains
+
+    with pytest.raises(ValueError, match="match no trainable parameter"):
+        train(load_config(TINY + ["--train_only_parameters", "lacte", "--train_only_steps", "1", "--output_dir", str(tmp_path / "typo")]))
+    with pytest.raises(ValueError, match="train_only_steps must be 0 unless"):
+        load_config(TINY + ["--train_only_steps", "5"])
+    with pytest.raises(ValueError, match="not a regular expression"):
+        load_config(TINY + ["--train_only_parameters", "lacet[", "--train_only_steps", "5"])
+
+
 # ----------------------------------------------------------------------------------------------
 # Real runs
 # ----------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -43,6 +44,12 @@ class TrainingConfig:
         reset_elastic_buffers: re-create the elastic anchors/importances from the current weights
             when a run starts (not when it resumes), as the official finetuning does.
         activation_checkpointing: recompute each block in the backward pass (saves memory).
+        train_only_parameters, train_only_steps: for the first ``train_only_steps`` optimiser steps,
+            train only the parameters whose names match one of the regular expressions
+            ``train_only_parameters`` (``re.search``); the others keep their weights (no update, no
+            weight decay) until then. For warm starts: ``["\\.lacet\\."]`` lets freshly built
+            cross-view mixers learn to serve the pretrained layers around them before those move.
+            On the command line: ``--train_only_parameters REGEX [REGEX ...]``.
 
     Data:
         data: comma-separated sources with optional repeat ratios, ``"path:2,other:1"``; a path is
@@ -85,6 +92,8 @@ class TrainingConfig:
     model_overrides: Dict[str, Any] = field(default_factory=dict)
     reset_elastic_buffers: bool = True
     activation_checkpointing: bool = True
+    train_only_parameters: List[str] = field(default_factory=list)
+    train_only_steps: int = 0
     # data
     data: Union[str, List[str]] = "synthetic"
     image_size: Optional[int] = None
@@ -141,7 +150,7 @@ class TrainingConfig:
         for name in ("num_input_views", "max_steps", "batch_size", "grad_accum_steps", "window_size", "synthetic_frames"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, "a positive integer")
-        for name in ("num_target_views", "target_input_views", "novel_target_views", "warmup_steps", "grad_clip_warmup_steps", "l2_warmup_steps", "num_workers",
+        for name in ("train_only_steps", "num_target_views", "target_input_views", "novel_target_views", "warmup_steps", "grad_clip_warmup_steps", "l2_warmup_steps", "num_workers",
                      "save_every", "log_every", "image_every"):  # fmt: skip
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, name, "an integer >= 0")
@@ -160,6 +169,19 @@ class TrainingConfig:
         check(isinstance(self.model_overrides, dict), "model_overrides", "a mapping of FSMConfig fields")
         check(isinstance(self.model, str) and bool(self.model), "model", "a preset name, folder or Hub id (--model)")
         check(bool(self.data), "data", "at least one data source (--data)")
+        check(
+            isinstance(self.train_only_parameters, (list, tuple)) and all(isinstance(p, str) for p in self.train_only_parameters),
+            "train_only_parameters", "a list of regular expressions",
+        )  # fmt: skip
+        for pattern in self.train_only_parameters:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"TrainingConfig.train_only_parameters: {pattern!r} is not a regular expression ({error}).") from None
+        check(
+            self.train_only_steps == 0 or bool(self.train_only_parameters), "train_only_steps",
+            "0 unless train_only_parameters names the parameters to train first",
+        )  # fmt: skip
         check(
             self.target_input_views <= min(self.num_input_views, self.num_target_views), "target_input_views",
             "at most min(num_input_views, num_target_views)",
@@ -240,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name == "resume":
             parser.add_argument(flag, nargs="?", const="latest", default=argparse.SUPPRESS,
                                 help="resume from the latest checkpoint in output_dir, or from the given path")  # fmt: skip
+        elif f.name == "train_only_parameters":
+            parser.add_argument(flag, nargs="+", default=argparse.SUPPRESS, metavar="REGEX",
+                                help="parameter-name patterns trained alone for the first train_only_steps steps")  # fmt: skip
         elif f.name == "betas":
             parser.add_argument(flag, type=float, nargs=2, default=argparse.SUPPRESS, help=help_text)
         elif f.name == "model_overrides":

@@ -5,7 +5,8 @@ One optimiser step (``step`` counts them, from 0):
 1. ``grad_accum_steps`` micro-batches of ``batch_size`` samples per process (gradients synchronised
    on the last one only); forward under bf16 autocast on GPUs; loss = MSE + LPIPS (LPIPS after
    ``l2_warmup_steps``);
-2. the global gradient norm; from ``grad_clip_warmup_steps`` on, gradients are clipped to
+2. before ``train_only_steps``, the gradients of parameters not named by ``train_only_parameters``
+   are dropped (they stay fixed); then the global gradient norm; from ``grad_clip_warmup_steps`` on, gradients are clipped to
    ``grad_clip_norm`` and the step is skipped when the norm exceeded ``grad_skip_threshold``;
    a non-finite norm always skips the step (the official code only checks after the warm-up);
 3. AdamW step (unless skipped), then the scheduler step (also on skipped steps, as officially).
@@ -25,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import time
 from contextlib import nullcontext
@@ -124,6 +126,24 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig):
 
     name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[config.lr_scheduler]
     return get_scheduler(name, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.max_steps)
+
+
+def parameters_held_back(model: torch.nn.Module, patterns: Sequence[str]) -> List[torch.nn.Parameter]:
+    """The trainable parameters of ``model`` whose names match none of ``patterns`` (``re.search``):
+    those that ``train_only_parameters`` keeps fixed during the first ``train_only_steps`` steps.
+
+    Raises ``ValueError`` when the patterns match no trainable parameter, or every one (both are
+    typos, not recipes).
+    """
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    held_back = [p for name, p in named if not any(re.search(pattern, name) for pattern in patterns)]
+    if len(held_back) in (0, len(named)):
+        examples = ", ".join(name for name, _ in named[:4])
+        raise ValueError(
+            f"train_only_parameters {list(patterns)} match {'every' if not held_back else 'no'} trainable parameter of the "
+            f"model; they should name a part of it (parameter names look like: {examples}, ...)."
+        )
+    return held_back
 
 
 def clip_gradients(accelerator, model: torch.nn.Module, step: int, config: TrainingConfig) -> Tuple[float, bool]:
@@ -341,6 +361,7 @@ def train(config: TrainingConfig) -> Path:
         model.gradient_checkpointing_enable()
     loss_fn = FSMLoss(config.l2_loss_weight, config.lpips_loss_weight, config.l2_warmup_steps, config.lpips_net)
     loss_fn.to(accelerator.device)
+    held_back = parameters_held_back(model, config.train_only_parameters) if config.train_only_steps else []
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
     # The scheduler is stepped by hand once per optimiser step (Accelerate would step it once per process).
@@ -402,6 +423,9 @@ def train(config: TrainingConfig) -> Path:
             if losses.lpips is not None:
                 totals["lpips"] += float(losses.lpips) / config.grad_accum_steps
 
+        if step < config.train_only_steps:
+            for parameter in held_back:  # no gradient: AdamW neither moves nor decays it
+                parameter.grad = None
         grad_norm, skipped = clip_gradients(accelerator, model, step, config)
         if not skipped:
             optimizer.step()
