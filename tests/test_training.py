@@ -443,6 +443,100 @@ def test_train_only_parameters_hold_the_rest_fixed_for_train_only_steps(tmp_path
         load_config(TINY + ["--train_only_parameters", "lacet[", "--train_only_steps", "5"])
 
 
+def _attention_model(seed=0):
+    from fsm_hf import FSMConfig, FSMForNovelViewSynthesis
+
+    torch.manual_seed(seed)
+    return FSMForNovelViewSynthesis(FSMConfig.from_preset("tiny", cross_view_mixer="attention", elastic_enabled=False))
+
+
+def test_mixer_distillation_scores_each_layer_against_the_teachers_attention():
+    from fsm_hf import FSMConfig, FSMForNovelViewSynthesis
+    from fsm_hf.training.distillation import MixerDistillation
+
+    teacher = _attention_model()
+    twin, other = _attention_model(), _attention_model(seed=1)
+    g = torch.Generator().manual_seed(0)
+    views = dict(
+        input_images=torch.rand(1, 2, 3, 32, 32, generator=g), input_fxfycxcy=torch.tensor([[[30.0, 30, 16, 16]] * 2]),
+        input_c2w=torch.eye(4).repeat(1, 2, 1, 1), input_times=torch.tensor([[-0.5, 0.5]]),
+        target_fxfycxcy=torch.tensor([[[30.0, 30, 16, 16]]]), target_c2w=torch.eye(4)[None, None], target_times=torch.zeros(1, 1),
+    )  # fmt: skip
+    views["input_c2w"][0, 1, 0, 3] = 0.3
+
+    twin_score = MixerDistillation(twin, teacher)
+    twin(**views)
+    assert twin_score.pop_loss().item() == 0.0  # the teacher's own mixers: nothing to learn
+
+    score = MixerDistillation(other, teacher)
+    other(**views)
+    loss = score.pop_loss()
+    assert loss.item() > 0.01
+    loss.backward()
+    mixer = other.fsm.backbone.layers[0].lacet
+    assert mixer.to_qkv.weight.grad is not None and mixer.to_qkv.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())  # the teacher is frozen
+    with torch.no_grad():
+        other(**views)  # inference: nothing recorded
+    with pytest.raises(RuntimeError, match="no mixer ran with gradients"):
+        score.pop_loss()
+
+    with pytest.raises(ValueError, match="needs LaCET layers"):
+        score.match_output_scales(lambda: other(**views))
+
+    # A fresh LaCET model's outputs are made as loud as the teacher's, layer by layer.
+    lacet = FSMForNovelViewSynthesis(FSMConfig.from_preset("tiny", newton_schulz_dtype="float32"))
+    calibration = MixerDistillation(lacet, teacher)
+    factors = calibration.match_output_scales(lambda: lacet(**views))
+    assert len(factors) == 2 and all(abs(f - 1) > 0.05 for f in factors)
+    ratios = []
+
+    def compare(teacher_mixer):
+        def hook(module, args, output):
+            ratios.append(float(output[0].pow(2).mean() / teacher_mixer(args[0], args[1])[0].pow(2).mean()) ** 0.5)
+
+        return hook
+
+    hooks = [b.lacet.register_forward_hook(compare(t.lacet)) for b, t in zip(lacet.fsm.backbone.layers, teacher.fsm.backbone.layers)]
+    with torch.no_grad():
+        lacet(**views)
+    for hook in hooks:
+        hook.remove()
+    assert ratios == pytest.approx([1.0, 1.0], rel=1e-4)  # on its own inputs, each layer is as loud as the teacher's
+    with pytest.raises(ValueError, match="must be an attention model"):
+        MixerDistillation(other, lacet)
+    with pytest.raises(ValueError, match="must match layer for layer"):
+        MixerDistillation(other, FSMForNovelViewSynthesis(FSMConfig.from_preset("tiny", cross_view_mixer="attention", elastic_enabled=False, num_hidden_layers=1)))
+
+
+def test_mixer_distillation_teaches_a_warm_started_lacet_model_to_read_like_attention(tmp_path):
+    from fsm_hf import FSMPipeline
+    from fsm_hf.training import load_config, train
+
+    FSMPipeline(model=_attention_model()).save_pretrained(tmp_path / "attention")
+    teacher = str(tmp_path / "attention")
+    flags = TINY + ["--model", teacher, "--model_overrides", "cross_view_mixer=lacet,elastic_enabled=true",
+                    "--mixer_distillation_teacher", teacher, "--train_only_parameters", r"\.lacet\.", "--train_only_steps", "12",
+                    "--l2_loss_weight", "0", "--lr", "3e-3", "--warmup_steps", "0", "--save_every", "0"]  # fmt: skip
+    train(load_config(flags + ["--max_steps", "12", "--output_dir", str(tmp_path / "distill")]))
+    log = _log(tmp_path / "distill")
+    first, last = (sum(r["distill"] for r in records) / 3 for records in (log[:3], log[-3:]))
+    assert last < 0.7 * first  # the LaCET layers learn to give the attention's outputs
+    assert all(r["loss"] == pytest.approx(r["distill"]) for r in log)  # l2 weight 0: the loss is the distillation
+
+    # After mixer_distillation_steps the distillation is still measured but no longer trained on.
+    train(load_config(flags + ["--max_steps", "2", "--mixer_distillation_steps", "1", "--output_dir", str(tmp_path / "steps")]))
+    log = _log(tmp_path / "steps")
+    assert log[0]["loss"] == pytest.approx(log[0]["distill"]) and log[1]["loss"] == 0.0 < log[1]["distill"]
+
+    with pytest.raises(ValueError, match="activation_checkpointing must be false"):
+        load_config(flags + ["--activation_checkpointing", "true"])
+    with pytest.raises(ValueError, match="mixer_distillation_steps must be 0 unless"):
+        load_config(TINY + ["--mixer_distillation_steps", "10"])
+    with pytest.raises(ValueError, match="mixer_distillation_weight must be > 0"):
+        load_config(flags + ["--mixer_distillation_weight", "0"])
+
+
 # ----------------------------------------------------------------------------------------------
 # Real runs
 # ----------------------------------------------------------------------------------------------

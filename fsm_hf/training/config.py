@@ -50,6 +50,14 @@ class TrainingConfig:
             weight decay) until then. For warm starts: ``["\\.lacet\\."]`` lets freshly built
             cross-view mixers learn to serve the pretrained layers around them before those move.
             On the command line: ``--train_only_parameters REGEX [REGEX ...]``.
+        mixer_distillation_teacher, mixer_distillation_weight, mixer_distillation_steps: for warm
+            starts of a LaCET model from an attention model, add ``mixer_distillation_weight`` x the
+            attention-transfer loss of :class:`~fsm_hf.training.distillation.MixerDistillation`
+            (each LaCET layer's output against the teacher's attention on the same input) for the
+            first ``mixer_distillation_steps`` steps (0 = all). The teacher is an attention model
+            (preset, folder or Hub id, usually the ``model`` the run starts from). When the run
+            starts (not when it resumes), each LaCET layer's output is first scaled to the
+            teacher's loudness on the first batch. Needs ``activation_checkpointing: false``.
 
     Data:
         data: comma-separated sources with optional repeat ratios, ``"path:2,other:1"``; a path is
@@ -94,6 +102,9 @@ class TrainingConfig:
     activation_checkpointing: bool = True
     train_only_parameters: List[str] = field(default_factory=list)
     train_only_steps: int = 0
+    mixer_distillation_teacher: Optional[str] = None
+    mixer_distillation_weight: float = 1.0
+    mixer_distillation_steps: int = 0
     # data
     data: Union[str, List[str]] = "synthetic"
     image_size: Optional[int] = None
@@ -150,7 +161,7 @@ class TrainingConfig:
         for name in ("num_input_views", "max_steps", "batch_size", "grad_accum_steps", "window_size", "synthetic_frames"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, "a positive integer")
-        for name in ("train_only_steps", "num_target_views", "target_input_views", "novel_target_views", "warmup_steps", "grad_clip_warmup_steps", "l2_warmup_steps", "num_workers",
+        for name in ("train_only_steps", "mixer_distillation_steps", "num_target_views", "target_input_views", "novel_target_views", "warmup_steps", "grad_clip_warmup_steps", "l2_warmup_steps", "num_workers",
                      "save_every", "log_every", "image_every"):  # fmt: skip
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, name, "an integer >= 0")
@@ -182,6 +193,14 @@ class TrainingConfig:
             self.train_only_steps == 0 or bool(self.train_only_parameters), "train_only_steps",
             "0 unless train_only_parameters names the parameters to train first",
         )  # fmt: skip
+        check(self.mixer_distillation_weight > 0, "mixer_distillation_weight", "> 0")
+        if self.mixer_distillation_teacher is None:
+            check(self.mixer_distillation_steps == 0, "mixer_distillation_steps", "0 unless mixer_distillation_teacher is set")
+        else:
+            check(
+                not self.activation_checkpointing, "activation_checkpointing",
+                "false with mixer_distillation_teacher (the per-layer loss is taken inside the blocks)",
+            )  # fmt: skip
         check(
             self.target_input_views <= min(self.num_input_views, self.num_target_views), "target_input_views",
             "at most min(num_input_views, num_target_views)",

@@ -4,7 +4,8 @@ One optimiser step (``step`` counts them, from 0):
 
 1. ``grad_accum_steps`` micro-batches of ``batch_size`` samples per process (gradients synchronised
    on the last one only); forward under bf16 autocast on GPUs; loss = MSE + LPIPS (LPIPS after
-   ``l2_warmup_steps``);
+   ``l2_warmup_steps``), plus ``mixer_distillation_weight`` x the attention-transfer loss before
+   ``mixer_distillation_steps`` when a ``mixer_distillation_teacher`` is given;
 2. before ``train_only_steps``, the gradients of parameters not named by ``train_only_parameters``
    are dropped (they stay fixed); then the global gradient norm; from ``grad_clip_warmup_steps`` on, gradients are clipped to
    ``grad_clip_norm`` and the step is skipped when the norm exceeded ``grad_skip_threshold``;
@@ -23,6 +24,7 @@ config, and optionally pushed to the Hub.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -320,6 +322,11 @@ def _tensorboard_available() -> bool:
     return True
 
 
+def _model_inputs(batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    names = ("input_images", "input_fxfycxcy", "input_c2w", "input_times", "target_fxfycxcy", "target_c2w", "target_times")
+    return {name: batch[name] for name in names}
+
+
 def train(config: TrainingConfig) -> Path:
     """Finetune as configured (on every process of an ``accelerate launch``); returns the final
     ``FSMPipeline`` folder ``output_dir/final``."""
@@ -361,6 +368,12 @@ def train(config: TrainingConfig) -> Path:
         model.gradient_checkpointing_enable()
     loss_fn = FSMLoss(config.l2_loss_weight, config.lpips_loss_weight, config.l2_warmup_steps, config.lpips_net)
     loss_fn.to(accelerator.device)
+    distillation = None
+    if config.mixer_distillation_teacher is not None:
+        from .distillation import MixerDistillation
+
+        teacher, _ = load_model(config.mixer_distillation_teacher)
+        distillation = MixerDistillation(model, teacher.to(accelerator.device))
     held_back = parameters_held_back(model, config.train_only_parameters) if config.train_only_steps else []
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config)
@@ -393,6 +406,13 @@ def train(config: TrainingConfig) -> Path:
     )  # fmt: skip
     loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers)
     batches = iter(loader)
+    if distillation is not None and resume_dir is None and step < config.max_steps:
+        first = {k: v.to(accelerator.device) for k, v in next(batches).items()}
+        batches = itertools.chain([first], batches)  # calibrated on, then trained on as usual
+        with accelerator.autocast():
+            factors = distillation.match_output_scales(lambda: model(**_model_inputs(first)),
+                                                       lambda t: accelerator.reduce(t, reduction="mean"))  # fmt: skip
+        accelerator.print("LaCET output scales matched to the teacher's: " + ", ".join(f"x{f:.3f}" for f in factors))
 
     # 3. Loop.
     log = _JsonlLogger(output_dir / "train_log.jsonl", is_main)
@@ -404,21 +424,23 @@ def train(config: TrainingConfig) -> Path:
     model.train()
     last_time, last_step = time.perf_counter(), step
     while step < config.max_steps:
-        totals = {"loss": 0.0, "l2": 0.0, "lpips": 0.0}
+        totals = {"loss": 0.0, "l2": 0.0, "lpips": 0.0, "distill": 0.0}
+        distilling = distillation is not None and (config.mixer_distillation_steps == 0 or step < config.mixer_distillation_steps)
         for micro in range(config.grad_accum_steps):
             batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
             sync = micro == config.grad_accum_steps - 1
             with nullcontext() if sync else accelerator.no_sync(model):
                 with accelerator.autocast():
-                    out = model(
-                        input_images=batch["input_images"], input_fxfycxcy=batch["input_fxfycxcy"],
-                        input_c2w=batch["input_c2w"], input_times=batch["input_times"],
-                        target_fxfycxcy=batch["target_fxfycxcy"], target_c2w=batch["target_c2w"],
-                        target_times=batch["target_times"],
-                    )  # fmt: skip
+                    out = model(**_model_inputs(batch))
                 losses = loss_fn(out.images, batch["target_images"], step)
-                accelerator.backward(losses.loss / config.grad_accum_steps)
-            totals["loss"] += float(losses.loss.detach()) / config.grad_accum_steps
+                loss = losses.loss
+                if distillation is not None:
+                    distill = distillation.pop_loss()
+                    totals["distill"] += float(distill.detach()) / config.grad_accum_steps
+                    if distilling:
+                        loss = loss + config.mixer_distillation_weight * distill
+                accelerator.backward(loss / config.grad_accum_steps)
+            totals["loss"] += float(loss.detach()) / config.grad_accum_steps
             totals["l2"] += float(losses.l2) / config.grad_accum_steps
             if losses.lpips is not None:
                 totals["lpips"] += float(losses.lpips) / config.grad_accum_steps
@@ -436,13 +458,14 @@ def train(config: TrainingConfig) -> Path:
         bar.update(1)
 
         if config.log_every and (step % config.log_every == 0 or step == config.max_steps):
-            values = torch.tensor([totals["loss"], totals["l2"], totals["lpips"]], device=accelerator.device)
+            values = torch.tensor([totals["loss"], totals["l2"], totals["lpips"], totals["distill"]], device=accelerator.device)
             values = accelerator.reduce(values, reduction="mean")  # mean over processes
             now = time.perf_counter()
             record = {
                 "step": step, "loss": values[0].item(), "l2": values[1].item(),
                 "psnr": -10.0 * math.log10(max(values[1].item(), 1e-10)), "lpips": values[2].item(),
                 "lr": lr, "grad_norm": grad_norm, "skipped": skipped,
+                **({"distill": values[3].item()} if distillation is not None else {}),
                 "steps_per_s": (step - last_step) / max(now - last_time, 1e-9),
             }  # fmt: skip
             last_time, last_step = now, step
