@@ -380,6 +380,8 @@ def train(config: TrainingConfig) -> Path:
     # The scheduler is stepped by hand once per optimiser step (Accelerate would step it once per process).
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
+    # The compiled module shares the parameters; checkpoints and the final pipeline use `model`.
+    forward_model = torch.compile(model) if config.torch_compile else model
 
     step = 0
     if resume_dir is not None:
@@ -431,7 +433,7 @@ def train(config: TrainingConfig) -> Path:
             sync = micro == config.grad_accum_steps - 1
             with nullcontext() if sync else accelerator.no_sync(model):
                 with accelerator.autocast():
-                    out = model(**_model_inputs(batch))
+                    out = forward_model(**_model_inputs(batch))
                 losses = loss_fn(out.images, batch["target_images"], step)
                 loss = losses.loss
                 if distillation is not None:
