@@ -402,6 +402,7 @@ def test_torch_compile_trains_the_same_model_and_saves_uncompiled_weights(tmp_pa
     train(load_config(common + ["--output_dir", str(tmp_path / "eager")]))
     final = train(load_config(common + ["--torch_compile", "--output_dir", str(tmp_path / "compiled")]))
     eager, compiled = _log(tmp_path / "eager"), _log(tmp_path / "compiled")
+    assert len(eager) == len(compiled) == 2
     for a, b in zip(eager, compiled):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-3)

@@ -46,7 +46,7 @@ class TrainingConfig:
         activation_checkpointing: recompute each block in the backward pass (saves memory).
         torch_compile: run the training forward through ``torch.compile`` (inductor; needs a C++
             compiler on CPU). The first step compiles (about a minute for a small model); then small
-            attention models train ~1.35x faster on 2 CPU cores. LaCET models gain nothing on CPU
+            attention models train ~1.35x faster on 2 CPU cores. LaCET models run slightly slower on CPU
             (their time is in batched matrix products), so leave it off there. Checkpoints and the
             final pipeline are those of the uncompiled model.
         train_only_parameters, train_only_steps: for the first ``train_only_steps`` optimiser steps,
