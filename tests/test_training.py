@@ -270,13 +270,22 @@ def test_procedural_targets_can_be_new_views_at_new_times():
     offsets = sorted((views.c2w[:, :3, 3].double() - path_eyes.double()).norm(dim=1).tolist())
     assert offsets[0] < 1e-5 and offsets[1] >= 0.3 - 1e-5, offsets
 
-    real = FSMTrainingDataset(parse_data_spec(str(CLIP)), novel_target_views=2, **{**kwargs, "window_size": 32})
-    _, _, targets = real.sample_plan(0)
-    assert len(targets) == 4 and real[0]["target_images"].shape[0] == 4  # captured frames only
     with pytest.raises(ValueError, match="novel_target_views"):
         FSMTrainingDataset(parse_data_spec("synthetic:1"), novel_target_views=4, **kwargs)
     with pytest.raises(ValueError, match="novel_target_views"):
         TrainingConfig(model="tiny", num_input_views=4, num_target_views=3, target_input_views=1, novel_target_views=3)
+
+
+@pytest.mark.skipif(not CLIP.is_file(), reason="../shared/data example clip is not present")
+def test_real_scenes_keep_captured_targets_with_novel_target_views():
+    """``novel_target_views`` only applies to procedural scenes: a captured clip's targets stay its frames."""
+    from fsm_hf.training.data import FSMTrainingDataset, parse_data_spec
+
+    kwargs = dict(image_size=32, num_input_views=4, num_target_views=4, window_size=32, max_frames=64, seed=3,
+                  synthetic_frames=24, normalize_from="inputs", target_input_views=1)  # fmt: skip
+    real = FSMTrainingDataset(parse_data_spec(str(CLIP)), novel_target_views=2, **kwargs)
+    _, _, targets = real.sample_plan(0)
+    assert len(targets) == 4 and real[0]["target_images"].shape[0] == 4  # captured frames only
 
 
 def test_mixing_ratios_repeat_scenes():
