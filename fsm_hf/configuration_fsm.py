@@ -7,7 +7,6 @@ from typing import Dict, Optional, Sequence
 
 from transformers import PretrainedConfig
 
-from modeling.blocks import INPUT_ATTENTION_FEATURES
 from modeling.lacet import ANCHOR_POLICIES, ELASTIC_ESTIMATORS, NEWTON_SCHULZ_DTYPES, SCHEDULES
 from modeling.rays import POSE_FEATURES
 
@@ -54,12 +53,6 @@ class FSMConfig(PretrainedConfig):
             recipe and as a control in `benchmarks/`: its `to_qkv` and `c_proj` weights have the LaCET
             layer's names and shapes, so a LaCET model loaded from its checkpoint
             (`from_pretrained(path, cross_view_mixer="lacet")`) starts from them.
-        input_attention_features (`str`, *optional*, defaults to `"rmsnorm"`):
-            Queries, keys and values of the `"attention"` mixer. `"rmsnorm"`: LVSM's (QK-RMSNorm, heads of
-            `attention_head_dim`). `"lacet"`: the LaCET layer's (`silu` on q/k/v, q/k L2-normalised per
-            head with a learned temperature, LaCET's output RMSNorm; heads of `ttt_head_dim`), so that a
-            LaCET model started from it computes the very features the attention was trained on. Ignored
-            by `"lacet"` models.
         ttt_head_dim (`int`, *optional*, defaults to 768):
             Width `d` of one LaCET head (`hidden_size / ttt_head_dim` heads).
         ttt_inter_multi (`float`, *optional*, defaults to 2):
@@ -136,7 +129,6 @@ class FSMConfig(PretrainedConfig):
         use_qk_norm: bool = True,
         mlp_ratio: float = 4,
         cross_view_mixer: str = "lacet",
-        input_attention_features: str = "rmsnorm",
         ttt_head_dim: int = 768,
         ttt_inter_multi: float = 2,
         ttt_base_lr: float = 0.01,
@@ -173,7 +165,6 @@ class FSMConfig(PretrainedConfig):
         self.use_qk_norm = use_qk_norm
         self.mlp_ratio = mlp_ratio
         self.cross_view_mixer = cross_view_mixer
-        self.input_attention_features = input_attention_features
         self.ttt_head_dim = ttt_head_dim
         self.ttt_inter_multi = ttt_inter_multi
         self.ttt_base_lr = ttt_base_lr
@@ -215,7 +206,6 @@ class FSMConfig(PretrainedConfig):
         check_choice("ttt_schedule", self.ttt_schedule, SCHEDULES)
         check_choice("head_type", self.head_type, HEAD_TYPES)
         check_choice("cross_view_mixer", self.cross_view_mixer, CROSS_VIEW_MIXERS)
-        check_choice("input_attention_features", self.input_attention_features, INPUT_ATTENTION_FEATURES)
         if self.cross_view_mixer == "attention" and self.elastic_enabled:
             raise ValueError(
                 "FSMConfig.cross_view_mixer='attention' has no elastic prior: set elastic_enabled=False "
@@ -254,8 +244,6 @@ class FSMConfig(PretrainedConfig):
             "hidden_size", "num_hidden_layers", "patch_size", "pose_features", "use_time", "max_frames",
             "attention_head_dim", "cross_view_mixer", "ttt_head_dim", "ttt_inter_multi", "head_type",
         )  # fmt: skip
-        if self.cross_view_mixer == "attention":  # what an attention memory's keys and values are
-            keys += ("input_attention_features",)
         return {k: copy.deepcopy(getattr(self, k)) for k in keys}
 
     @classmethod

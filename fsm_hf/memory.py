@@ -14,7 +14,7 @@ from modeling.lacet import FastWeights
 _FORMAT = "fsm-memory"
 _FORMAT_VERSION = 1
 #: Signature fields added after memories were first saved, with the value older memories had.
-_SIGNATURE_DEFAULTS = {"cross_view_mixer": "lacet", "input_attention_features": "rmsnorm"}
+_SIGNATURE_DEFAULTS = {"cross_view_mixer": "lacet"}
 
 
 @dataclass

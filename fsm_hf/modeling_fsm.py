@@ -13,7 +13,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from modeling.blocks import FSMBackbone, InputAttention, LVSMHead
+from modeling.blocks import FSMBackbone, LVSMHead
 from modeling.lacet import FastWeights, LaCETLayer, fast_weight_init_std
 from modeling.tokenizer import FSMPatchEmbeddings, build_posed_pixels, unpatchify
 
@@ -104,8 +104,6 @@ class FSMPreTrainedModel(PreTrainedModel):
                 init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, InputAttention) and module.features == "lacet":
-            init.constant_(module.log_temperature, 0.5 * math.log(module.head_dim))
         elif isinstance(module, LaCETLayer):
             for name in ("w0", "w1", "w2"):
                 weight = getattr(module, name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
@@ -41,60 +40,34 @@ class ViewSelfAttention(nn.Module):
         return self.c_proj(out)
 
 
-INPUT_ATTENTION_FEATURES = ("rmsnorm", "lacet")
-
-
 class InputAttention(nn.Module):
     """Softmax attention from tokens onto the input (update) tokens, with :class:`LaCETLayer`'s interface.
 
     The cross-view read of an LVSM decoder, a drop-in for the LaCET layer of a block
-    (``FSMConfig.cross_view_mixer = "attention"``), multi-head via SDPA. Its queries, keys and values
-    come in one of two forms (``features``):
-
-    * ``"rmsnorm"``: LVSM's, ``q, k, v = to_qkv(x)`` with QK-RMSNorm, the standard ``1 / sqrt(d)`` scale.
-    * ``"lacet"``: the LaCET layer's, ``q, k, v = silu(to_qkv(x))`` with ``q`` and ``k`` L2-normalised per
-      head, a learned per-head temperature ``exp(log_temperature)`` on the logits (initially
-      ``sqrt(head_dim)``, the scale of unit-RMS vectors) and LaCET's per-head output RMSNorm ``o_norm``
-      before ``c_proj``. A LaCET layer built from it (same ``head_dim``) computes exactly the features
-      this attention was trained on and only has to learn to replace the softmax read.
-
+    (``FSMConfig.cross_view_mixer = "attention"``): multi-head, QK-RMSNorm, heads of ``head_dim``.
     ``forward(x, schedule, elastic_state, memory)`` walks the schedule like :func:`lacet_scan`: an
     ``update`` operation adds its tokens' keys and values to the memory, an ``apply`` operation attends
     from its tokens onto the memory gathered so far. The memory is the triple
-    ``FastWeights(keys [B, M, D], values [B, M, D], empty [B, 0, D])`` (keys before normalisation), so
-    it travels through the backbone, :class:`~fsm_hf.FSMMemory` and the pipeline like fast weights do;
-    unlike fast weights, it grows with the number of input tokens. It has no elastic state
-    (``elastic_state`` is passed through) and its ``to_qkv`` / ``c_proj`` (and ``o_norm``) carry the
-    LaCET layer's names and shapes, so a LaCET model built from an attention model's checkpoint starts
-    from these projections.
+    ``FastWeights(keys [B, M, D], values [B, M, D], empty [B, 0, D])``, so it travels through the
+    backbone, :class:`~fsm_hf.FSMMemory` and the pipeline like fast weights do; unlike fast weights,
+    it grows with the number of input tokens. It has no elastic state (``elastic_state`` is passed
+    through) and its ``to_qkv`` / ``c_proj`` carry the LaCET layer's names and shapes, so a LaCET
+    model built from an attention model's checkpoint starts from these projections.
     """
 
     chunk_size = 0  # the streamed path reads all input tokens in one update
 
-    def __init__(self, hidden_size: int, head_dim: int, features: str = "rmsnorm"):
+    def __init__(self, hidden_size: int, head_dim: int):
         super().__init__()
         if hidden_size % head_dim != 0:
             raise ValueError(f"hidden_size {hidden_size} is not a multiple of the attention head_dim {head_dim}")
-        if features not in INPUT_ATTENTION_FEATURES:
-            raise ValueError(f"InputAttention features must be one of {INPUT_ATTENTION_FEATURES}, got {features!r}")
         self.num_heads = hidden_size // head_dim
         self.head_dim = head_dim
-        self.features = features
         self.to_qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=False)
-        if features == "rmsnorm":
-            self.q_norm = nn.RMSNorm(head_dim)
-            self.k_norm = nn.RMSNorm(head_dim)
-        else:
-            self.log_temperature = nn.Parameter(torch.empty(self.num_heads))
-            self.o_norm = nn.RMSNorm(head_dim, eps=1e-5, elementwise_affine=True)
-            self.reset_temperature()
+        self.q_norm = nn.RMSNorm(head_dim)
+        self.k_norm = nn.RMSNorm(head_dim)
         self.c_proj = nn.Linear(hidden_size, hidden_size, bias=False)
         self.c_proj.is_residual_projection = True
-
-    def reset_temperature(self) -> None:
-        """``log_temperature <- log(sqrt(head_dim))`` (``"lacet"`` features only)."""
-        with torch.no_grad():
-            self.log_temperature.fill_(0.5 * math.log(self.head_dim))
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         b, l, _ = t.shape
@@ -105,19 +78,6 @@ class InputAttention(nn.Module):
         empty = self.c_proj.weight.new_zeros(batch_size, 0, self.c_proj.in_features)
         return FastWeights(empty, empty, empty)
 
-    def _attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """Heads of ``q: [B, L, D]`` onto ``keys, values: [B, M, D]``; ``[B, L, D]``."""
-        b, l, d = q.shape
-        q, keys, values = self._heads(q), self._heads(keys), self._heads(values)
-        if self.features == "rmsnorm":
-            out = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(keys), values)
-        else:
-            temperature = self.log_temperature.exp().view(1, -1, 1, 1)
-            q = F.normalize(q, dim=-1) * temperature
-            out = F.scaled_dot_product_attention(q, F.normalize(keys, dim=-1), values, scale=1.0)
-            out = self.o_norm(out)
-        return out.transpose(1, 2).reshape(b, l, d)
-
     def forward(
         self,
         x: torch.Tensor,
@@ -127,10 +87,7 @@ class InputAttention(nn.Module):
     ):
         """``x: [B, L, D]`` -> (outputs of the ``apply`` tokens ``[B, L_apply, D]``, memory, ``elastic_state``)."""
         b, _, d = x.shape
-        qkv = self.to_qkv(x)
-        if self.features == "lacet":
-            qkv = F.silu(qkv)
-        q, k, v = qkv.chunk(3, dim=-1)  # each [B, L, D]
+        q, k, v = self.to_qkv(x).chunk(3, dim=-1)  # each [B, L, D]
         keys, values, _ = fast_weights if fast_weights is not None else self.initial_fast_weights(b)
         outputs: List[torch.Tensor] = []
         for op in schedule:
@@ -140,7 +97,9 @@ class InputAttention(nn.Module):
             if op.apply:
                 if keys.shape[1] == 0:
                     raise ValueError("InputAttention: an apply operation before any update (the memory is empty)")
-                outputs.append(self._attend(q[:, op.start : op.end], keys, values))
+                query = self.q_norm(self._heads(q[:, op.start : op.end]))
+                out = F.scaled_dot_product_attention(query, self.k_norm(self._heads(keys)), self._heads(values))
+                outputs.append(out.transpose(1, 2).reshape(b, op.end - op.start, d))
         out = torch.cat(outputs, dim=1) if outputs else x.new_zeros(b, 0, d)
         return self.c_proj(out), FastWeights(keys, values, keys.new_zeros(b, 0, d)), elastic_state
 
@@ -178,8 +137,6 @@ def elastic_settings_from_config(config) -> ElasticSettings:
 def cross_view_mixer(config) -> nn.Module:
     """The layer that reads across views, per ``config.cross_view_mixer``: LaCET or :class:`InputAttention`."""
     if config.cross_view_mixer == "attention":
-        if config.input_attention_features == "lacet":
-            return InputAttention(config.hidden_size, config.ttt_head_dim, features="lacet")
         return InputAttention(config.hidden_size, config.attention_head_dim)
     return LaCETLayer(
         config.hidden_size,

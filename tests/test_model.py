@@ -11,8 +11,6 @@ from transformers import AutoConfig, AutoModel
 
 from conftest import random_views
 from fsm_hf import FSMConfig, FSMForNovelViewSynthesis, FSMMemory
-from modeling.blocks import InputAttention
-from modeling.lacet import LaCETLayer, update_then_apply_schedule
 
 
 @pytest.fixture(scope="module")
@@ -327,71 +325,6 @@ def test_lacet_model_warm_started_from_an_attention_checkpoint(attention_model, 
             expected = math.sqrt(2.0 / weight.shape[1])
             assert abs(weight.std().item() / expected - 1) < 0.1, (name, weight.std().item(), expected)
             assert torch.equal(getattr(layer.lacet, f"anchor_{name}"), weight.detach())
-
-
-def test_attention_with_lacet_features_reads_the_lacet_layers_queries_keys_and_values():
-    """``input_attention_features="lacet"``: softmax attention over exactly the q/k/v a LaCET layer with the
-    same ``to_qkv`` computes (silu, L2-normalised q/k), scaled by the learned temperature, then LaCET's
-    output RMSNorm and ``c_proj``; the memory renders like the joint forward."""
-    torch.manual_seed(3)
-    hidden, head_dim, tokens, update = 64, 32, 12, 8
-    attention = InputAttention(hidden, head_dim, features="lacet")
-    lacet = LaCETLayer(hidden, head_dim)
-    lacet.to_qkv.load_state_dict(attention.to_qkv.state_dict())
-    with torch.no_grad():
-        attention.log_temperature.copy_(torch.tensor([0.5, 1.7]))
-        attention.o_norm.weight.uniform_(0.5, 1.5)
-    x = torch.randn(2, tokens, hidden)
-    schedule = update_then_apply_schedule(update, tokens)
-    with torch.no_grad():
-        out, memory, _ = attention(x, schedule)
-        q, k, v, _ = lacet._project(x)  # [B * heads, L, d], q and k unit vectors
-        weights = torch.softmax(q @ k[:, :update].transpose(1, 2) * torch.tensor([0.5, 1.7]).exp().repeat(2)[:, None, None], -1)
-        read = attention.o_norm(weights @ v[:, :update])  # [B * heads, L, d]
-        expected = attention.c_proj(read.reshape(2, 2, tokens, head_dim).transpose(1, 2).reshape(2, tokens, hidden))
-        assert torch.allclose(q.norm(dim=-1), torch.ones(())) and (v >= -0.2785).all()  # silu's minimum
-        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(attention.apply_memory(x, memory), out, atol=1e-6, rtol=0)
-    assert torch.allclose(InputAttention(hidden, head_dim, features="lacet").log_temperature, torch.tensor(math.log(head_dim) / 2))
-    with pytest.raises(ValueError, match="features must be one of \\('rmsnorm', 'lacet'\\), got 'relu'"):
-        InputAttention(hidden, head_dim, features="relu")
-    with pytest.raises(ValueError, match="input_attention_features must be one of \\['rmsnorm', 'lacet'\\], got 'relu'"):
-        FSMConfig.from_preset("tiny", cross_view_mixer="attention", elastic_enabled=False, input_attention_features="relu")
-
-
-def test_lacet_model_warm_started_from_an_attention_checkpoint_with_lacet_features(tmp_path):
-    """The attention with LaCET's features hands over its q/k/v projection, output norm and output
-    projection; its learned temperature survives a save/load round trip (not re-initialised)."""
-    torch.manual_seed(4)
-    config = FSMConfig.from_preset(
-        "tiny", cross_view_mixer="attention", elastic_enabled=False, input_attention_features="lacet"
-    )
-    model = FSMForNovelViewSynthesis(config)
-    assert model.fsm.backbone.layers[0].lacet.num_heads == config.hidden_size // config.ttt_head_dim
-    with torch.no_grad():
-        for layer in model.fsm.backbone.layers:
-            layer.lacet.log_temperature.fill_(1.25)
-            layer.lacet.o_norm.weight.uniform_(0.5, 1.5)
-    model.save_pretrained(tmp_path)
-    reloaded = FSMForNovelViewSynthesis.from_pretrained(tmp_path)
-    for key, value in model.state_dict().items():
-        assert torch.equal(reloaded.state_dict()[key], value), key
-    lacet, info = FSMForNovelViewSynthesis.from_pretrained(
-        tmp_path, cross_view_mixer="lacet", elastic_enabled=True, output_loading_info=True
-    )
-    assert sorted({k.split(".lacet.")[1] for k in info["unexpected_keys"]}) == ["log_temperature"]
-    handed_over = {k.split(".lacet.")[1] for k in model.state_dict() if ".lacet." in k} - {"log_temperature"}
-    assert handed_over == {"to_qkv.weight", "o_norm.weight", "c_proj.weight"}
-    source = model.state_dict()
-    for key, value in lacet.state_dict().items():
-        if key in source:
-            assert torch.equal(value, source[key]), key
-    # An attention memory's signature says which features its keys are; a LaCET memory's does not.
-    assert model.config.memory_signature["input_attention_features"] == "lacet"
-    assert "input_attention_features" not in lacet.config.memory_signature
-    rmsnorm_memory = FSMMemory([], 1, (32, 32), 8, FSMConfig.from_preset("tiny", cross_view_mixer="attention", elastic_enabled=False).memory_signature)
-    with pytest.raises(ValueError, match="input_attention_features: memory='rmsnorm' model='lacet'"):
-        rmsnorm_memory.check_compatible(model.config.memory_signature)
 
 
 def test_memory_of_another_mixer_is_refused_and_old_memories_still_load(model, attention_model, views, tmp_path):
