@@ -239,14 +239,18 @@ def test_targets_can_repeat_input_views():
         TrainingConfig(model="tiny", num_input_views=4, num_target_views=3, target_input_views=4)
 
 
+#: Dataset settings of the two ``novel_target_views`` tests (procedural and captured scenes).
+NOVEL_TARGET_DATASET_KWARGS = dict(image_size=32, num_input_views=4, num_target_views=4, window_size=12, max_frames=64,
+                                   seed=3, synthetic_frames=24, normalize_from="inputs", target_input_views=1)  # fmt: skip
+
+
 def test_procedural_targets_can_be_new_views_at_new_times():
     """``novel_target_views = n``: for procedural scenes the last n targets are rendered at new
     cameras and times (the demo's held-out views), exact ground truth; real scenes keep frames."""
     from fsm_hf.training import TrainingConfig
     from fsm_hf.training.data import FSMTrainingDataset, parse_data_spec
 
-    kwargs = dict(image_size=32, num_input_views=4, num_target_views=4, window_size=12, max_frames=64, seed=3,
-                  synthetic_frames=24, normalize_from="inputs", target_input_views=1)  # fmt: skip
+    kwargs = NOVEL_TARGET_DATASET_KWARGS
     ds = FSMTrainingDataset(parse_data_spec("synthetic:2"), novel_target_views=2, **kwargs)
     for index in range(6):
         entry_id, inputs, targets = ds.sample_plan(index)
@@ -282,8 +286,7 @@ def test_real_scenes_keep_captured_targets_with_novel_target_views():
     """``novel_target_views`` only applies to procedural scenes: a captured clip's targets stay its frames."""
     from fsm_hf.training.data import FSMTrainingDataset, parse_data_spec
 
-    kwargs = dict(image_size=32, num_input_views=4, num_target_views=4, window_size=32, max_frames=64, seed=3,
-                  synthetic_frames=24, normalize_from="inputs", target_input_views=1)  # fmt: skip
+    kwargs = {**NOVEL_TARGET_DATASET_KWARGS, "window_size": 32}
     real = FSMTrainingDataset(parse_data_spec(str(CLIP)), novel_target_views=2, **kwargs)
     _, _, targets = real.sample_plan(0)
     assert len(targets) == 4 and real[0]["target_images"].shape[0] == 4  # captured frames only
