@@ -46,6 +46,7 @@ from modeling.rays import compute_rays
 
 __all__ = [
     "CAMERA_PATHS",
+    "HELD_OUT_GAP_FRACTIONS",
     "MOTION_KINDS",
     "SyntheticScene",
     "SyntheticViews",
@@ -56,6 +57,8 @@ __all__ = [
 MOTION_KINDS = ("linear", "circular", "bouncing", "rotating")
 #: Camera trajectory kinds.
 CAMERA_PATHS = ("orbit", "forward", "lateral")
+#: Where in a gap between consecutive input times held-out views fall (fractions of the gap).
+HELD_OUT_GAP_FRACTIONS = (0.25, 0.75)
 
 _SPHERE, _BOX, _ROOM = 0, 1, 2  # surface kinds
 _NUM_ROOM_FACES = 6  # texture ids 0..5: -x, +x, floor (-y), ceiling (+y), -z, +z
@@ -391,7 +394,7 @@ class SyntheticScene:
         render: bool = True,
     ) -> SyntheticViews:
         """Target views at times strictly between consecutive ``input_times`` (a random
-        fraction in ``[0.25, 0.75]`` of the gap), on the handheld path or off it.
+        fraction in ``HELD_OUT_GAP_FRACTIONS = (0.25, 0.75)`` of the gap), on the handheld path or off it.
 
         Off-trajectory views (the first ``round(off_trajectory_fraction * num_views)``) move the
         eye by ``offset_range`` units sideways, up/down and backwards (never towards the
@@ -413,7 +416,7 @@ class SyntheticScene:
             raise ValueError(f"off_trajectory_fraction must be in [0, 1], got {off_trajectory_fraction}.")
         rng = random.Random(f"held-out/{self.seed}/{seed}")
         gaps = [rng.randrange(unique_times.numel() - 1) for _ in range(num_views)]
-        fractions = [rng.uniform(0.25, 0.75) for _ in range(num_views)]
+        fractions = [rng.uniform(*HELD_OUT_GAP_FRACTIONS) for _ in range(num_views)]
         lo, hi = unique_times[gaps], unique_times[[g + 1 for g in gaps]]
         times = lo + (hi - lo) * torch.tensor(fractions, dtype=torch.float32)
 

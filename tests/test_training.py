@@ -292,6 +292,68 @@ def test_real_scenes_keep_captured_targets_with_novel_target_views():
     assert len(targets) == 4 and real[0]["target_images"].shape[0] == 4  # captured frames only
 
 
+def test_new_target_views_can_come_from_a_pool_rendered_once_per_scene(monkeypatch):
+    """``novel_view_pool_size = P``: each procedural scene renders P new views once; every sample's
+    new targets are pool views placed as ``held_out_views`` places them (inside a gap between the
+    inputs' times, at a fraction in [0.25, 0.75] of it), exact ground truth, deterministic per index."""
+    from fsm_hf.synthetic import SyntheticScene
+    from fsm_hf.training import TrainingConfig
+    from fsm_hf.training.data import FSMTrainingDataset, parse_data_spec
+
+    kwargs = NOVEL_TARGET_DATASET_KWARGS
+    ds = FSMTrainingDataset(parse_data_spec("synthetic:2"), novel_target_views=2, novel_view_pool_size=48, **kwargs)
+    samples = {index: ds[index] for index in range(10)}
+    assert sorted(ds._novel_view_pools) == [0, 1]
+    renders = []
+    monkeypatch.setattr(SyntheticScene, "render", lambda *args, **kw: renders.append(1))
+    for index, sample in samples.items():
+        entry_id, inputs, _ = ds.sample_plan(index)
+        scene, pool = ds.entries[entry_id].synthetic(), ds._novel_view_pools[entry_id]
+        assert torch.equal(ds[index]["target_images"], sample["target_images"])  # from the pool: no render
+        positions = [next(j for j in range(len(pool)) if torch.equal(pool.images[j], image))
+                     for image in sample["target_images"][2:]]  # fmt: skip
+        times = pool.times[positions]
+        assert times[0] <= times[1] and positions[0] != positions[1]  # distinct, sorted by time like held_out_views
+        input_times = scene.frames.times[inputs]
+        gap = torch.searchsorted(input_times, times) - 1
+        fraction = (times - input_times[gap]) / (input_times[gap + 1] - input_times[gap])
+        assert ((fraction >= 0.25) & (fraction <= 0.75)).all(), fraction
+    assert not renders
+    monkeypatch.undo()
+    expected = scene.render(pool.c2w[positions], pool.fxfycxcy[positions], pool.times[positions])
+    assert torch.equal(sample["target_images"][2:], expected)  # the scene's exact rendering
+    # the pool and the draws depend on (seed, index) only, not on the order samples are read in
+    fresh = FSMTrainingDataset(parse_data_spec("synthetic:2"), novel_target_views=2, novel_view_pool_size=48, **kwargs)
+    for index in (9, 3, 0):
+        assert torch.equal(fresh[index]["target_images"], samples[index]["target_images"])
+        assert torch.equal(fresh[index]["target_times"], samples[index]["target_times"])
+    # a pool too small for a sample's inputs: that sample renders its own views, as without a pool
+    tiny_pool = FSMTrainingDataset(parse_data_spec("synthetic:2"), novel_target_views=2, novel_view_pool_size=1, **kwargs)
+    no_pool = FSMTrainingDataset(parse_data_spec("synthetic:2"), novel_target_views=2, **kwargs)
+    assert torch.equal(tiny_pool[4]["target_images"], no_pool[4]["target_images"])
+
+    with pytest.raises(ValueError, match="novel_view_pool_size"):
+        FSMTrainingDataset(parse_data_spec("synthetic:1"), novel_target_views=2, novel_view_pool_size=-1, **kwargs)
+    with pytest.raises(ValueError, match="novel_view_pool_size"):
+        TrainingConfig(model="tiny", novel_view_pool_size=-1)
+
+
+def test_drawing_from_a_novel_view_pool():
+    import random
+
+    from fsm_hf.training.data import draw_from_novel_view_pool
+
+    inputs = torch.tensor([0.0, 0.5, 0.5, 1.0])  # gaps [0, 0.5] and [0.5, 1]; 0.125..0.375 and 0.625..0.875
+    pool = torch.tensor([0.8, 0.1, 0.3, 0.5, 0.2, 0.9, 0.65])
+    for seed in range(20):
+        chosen = draw_from_novel_view_pool(pool, inputs, 4, random.Random(seed))
+        assert sorted(chosen) == [0, 2, 4, 6] and pool[chosen].tolist() == sorted(pool[chosen].tolist())
+    # a draw takes each gap with equal probability (here both hold two pool views)
+    single = [draw_from_novel_view_pool(pool, inputs, 1, random.Random(seed))[0] for seed in range(400)]
+    assert 0.4 < sum(i in (2, 4) for i in single) / 400 < 0.6
+    assert draw_from_novel_view_pool(pool, inputs, 5, random.Random(0)) is None
+
+
 def test_mixing_ratios_repeat_scenes():
     from fsm_hf.training.data import FSMTrainingDataset, parse_data_spec
 
