@@ -63,13 +63,6 @@ class TrainingConfig:
             (preset, folder or Hub id, usually the ``model`` the run starts from). When the run
             starts (not when it resumes), each LaCET layer's output is first scaled to the
             teacher's loudness on the first batch. Needs ``activation_checkpointing: false``.
-            ``mixer_distillation_weight: 0`` keeps the teacher without the loss (for the blend).
-        mixer_blend_steps: with ``mixer_distillation_teacher``: for the first ``mixer_blend_steps``
-            steps each LaCET layer outputs ``w * LaCET + (1 - w) * attention`` (the teacher's read of
-            the same input, frozen, gradients passing through it to the layer input), ``w`` rising
-            linearly from ``1 / mixer_blend_steps`` to 1; from then on the model is pure LaCET. The
-            model trains as a hybrid that turns into the LaCET model instead of switching at once.
-            Checkpoints saved before the blend ends hold the LaCET weights only.
 
     Data:
         data: comma-separated sources with optional repeat ratios, ``"path:2,other:1"``; a path is
@@ -122,7 +115,6 @@ class TrainingConfig:
     mixer_distillation_teacher: Optional[str] = None
     mixer_distillation_weight: float = 1.0
     mixer_distillation_steps: int = 0
-    mixer_blend_steps: int = 0
     # data
     data: Union[str, List[str]] = "synthetic"
     image_size: Optional[int] = None
@@ -180,7 +172,7 @@ class TrainingConfig:
         for name in ("num_input_views", "max_steps", "batch_size", "grad_accum_steps", "window_size", "synthetic_frames"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, "a positive integer")
-        for name in ("train_only_steps", "mixer_distillation_steps", "mixer_blend_steps", "num_target_views", "target_input_views", "novel_target_views", "novel_view_pool_size", "warmup_steps", "grad_clip_warmup_steps", "l2_warmup_steps", "num_workers",
+        for name in ("train_only_steps", "mixer_distillation_steps", "num_target_views", "target_input_views", "novel_target_views", "novel_view_pool_size", "warmup_steps", "grad_clip_warmup_steps", "l2_warmup_steps", "num_workers",
                      "save_every", "log_every", "image_every"):  # fmt: skip
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, name, "an integer >= 0")
@@ -212,10 +204,9 @@ class TrainingConfig:
             self.train_only_steps == 0 or bool(self.train_only_parameters), "train_only_steps",
             "0 unless train_only_parameters names the parameters to train first",
         )  # fmt: skip
-        check(self.mixer_distillation_weight >= 0, "mixer_distillation_weight", ">= 0")
+        check(self.mixer_distillation_weight > 0, "mixer_distillation_weight", "> 0")
         if self.mixer_distillation_teacher is None:
             check(self.mixer_distillation_steps == 0, "mixer_distillation_steps", "0 unless mixer_distillation_teacher is set")
-            check(self.mixer_blend_steps == 0, "mixer_blend_steps", "0 unless mixer_distillation_teacher is set")
         else:
             check(
                 not self.activation_checkpointing, "activation_checkpointing",

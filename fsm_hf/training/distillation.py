@@ -62,26 +62,20 @@ class MixerDistillation:
                 f"trained has {s.num_hidden_layers} of width {s.hidden_size}. They must match layer for layer."
             )
         teacher.requires_grad_(False).eval()
-        self.lacet_weight = 1.0  # < 1: each mixer outputs lacet_weight * LaCET + (1 - lacet_weight) * attention
         self._losses: List[torch.Tensor] = []
         self._pairs = list(zip(_mixers(student), _mixers(teacher)))
         self._handles = [student_mixer.register_forward_hook(self._hook(teacher_mixer)) for student_mixer, teacher_mixer in self._pairs]
 
     def _hook(self, teacher_mixer: nn.Module):
         def score(module, args, output):
-            blending = self.lacet_weight < 1.0
-            if not (torch.is_grad_enabled() or blending):  # inference (or a checkpoint's no-grad pass): nothing to learn
+            if not torch.is_grad_enabled():  # inference (or a checkpoint's no-grad pass): nothing to learn
                 return
             x, schedule = args[0], args[1]
-            # while blending, gradients reach the layer input through the (frozen) teacher too
-            with torch.enable_grad() if blending and torch.is_grad_enabled() else torch.no_grad():
-                teacher_out, _, _ = teacher_mixer(x, schedule)  # [B, L_apply, D]
-            if torch.is_grad_enabled():
-                out, target = output[0].float(), teacher_out.detach().float()
-                self._losses.append((out - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-12))
-            if blending:
-                mixed = self.lacet_weight * output[0] + (1.0 - self.lacet_weight) * teacher_out.to(output[0].dtype)
-                return (mixed, *output[1:])
+            with torch.no_grad():
+                target, _, _ = teacher_mixer(x, schedule)  # [B, L_apply, D]
+            out = output[0].float()
+            target = target.float()
+            self._losses.append((out - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-12))
 
         return score
 

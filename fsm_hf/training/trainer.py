@@ -429,8 +429,6 @@ def train(config: TrainingConfig) -> Path:
     while step < config.max_steps:
         totals = {"loss": 0.0, "l2": 0.0, "lpips": 0.0, "distill": 0.0}
         distilling = distillation is not None and (config.mixer_distillation_steps == 0 or step < config.mixer_distillation_steps)
-        if distillation is not None:
-            distillation.lacet_weight = min(1.0, (step + 1) / config.mixer_blend_steps) if config.mixer_blend_steps else 1.0
         for micro in range(config.grad_accum_steps):
             batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(batches).items()}
             sync = micro == config.grad_accum_steps - 1
@@ -442,7 +440,7 @@ def train(config: TrainingConfig) -> Path:
                 if distillation is not None:
                     distill = distillation.pop_loss()
                     totals["distill"] += float(distill.detach()) / config.grad_accum_steps
-                    if distilling and config.mixer_distillation_weight:
+                    if distilling:
                         loss = loss + config.mixer_distillation_weight * distill
                 accelerator.backward(loss / config.grad_accum_steps)
             totals["loss"] += float(loss.detach()) / config.grad_accum_steps
@@ -471,7 +469,6 @@ def train(config: TrainingConfig) -> Path:
                 "psnr": -10.0 * math.log10(max(values[1].item(), 1e-10)), "lpips": values[2].item(),
                 "lr": lr, "grad_norm": grad_norm, "skipped": skipped,
                 **({"distill": values[3].item()} if distillation is not None else {}),
-                **({"lacet_weight": distillation.lacet_weight} if config.mixer_blend_steps else {}),
                 "steps_per_s": (step - last_step) / max(now - last_time, 1e-9),
             }  # fmt: skip
             last_time, last_step = now, step
