@@ -84,8 +84,9 @@ def test_the_built_in_models_two_stage_recipe_configs():
     shared = {k: v for k, v in warmup.model_overrides.items() if k not in ("cross_view_mixer", "elastic_enabled")}
     assert shared.items() <= model.model_overrides.items() and shared["hidden_size"] == 128
     different = {k for k in warmup.to_dict() if warmup.to_dict()[k] != model.to_dict()[k]}
-    assert different == {"model", "model_overrides", "max_steps", "seed", "output_dir", "torch_compile"}
+    assert different == {"model", "model_overrides", "max_steps", "seed", "output_dir", "torch_compile", "novel_view_pool_size"}
     assert warmup.torch_compile and not model.torch_compile  # compiled LaCET steps are no faster on CPU
+    assert warmup.novel_view_pool_size == 0 < model.novel_view_pool_size  # a pool slowed the warm-up's learning
 
 
 @pytest.mark.parametrize("name", ["fsm_4d_lvsm_finetune.yaml", "fsm_4d_lvsm_res128_finetune.yaml"])
