@@ -339,38 +339,6 @@ def test_new_target_views_can_come_from_a_pool_rendered_once_per_scene(monkeypat
         TrainingConfig(model="tiny", novel_view_pool_size=-1)
 
 
-def test_novel_view_pools_are_rendered_anew_every_refresh_passes():
-    """``novel_view_pool_refresh = R``: samples ``g * R * len(ds) <= index < (g + 1) * R * len(ds)``
-    draw from pool ``g`` of their scene (new times and cameras), and which pool serves a sample depends
-    on its index only, not on the order samples are read in (resuming reproduces the data)."""
-    from fsm_hf.training import TrainingConfig
-    from fsm_hf.training.data import FSMTrainingDataset, parse_data_spec
-
-    kwargs = {**NOVEL_TARGET_DATASET_KWARGS, "novel_target_views": 2, "novel_view_pool_size": 48}
-    ds = FSMTrainingDataset(parse_data_spec("synthetic:2"), novel_view_pool_refresh=3, **kwargs)
-    kept = FSMTrainingDataset(parse_data_spec("synthetic:2"), **kwargs)
-    period = 3 * len(ds)
-    pools = {}
-    for index in (0, period - 1, period, 2 * period + 1):
-        sample, generation = ds[index], index // period
-        entry_id, _, _ = ds.sample_plan(index)
-        assert ds._novel_view_pool_generations[entry_id] == generation
-        pools.setdefault(generation, {})[entry_id] = ds._novel_view_pools[entry_id].times
-        if generation == 0:  # the first pool is the pool of a run without refresh
-            assert torch.equal(sample["target_images"], kept[index]["target_images"])
-    later = [times for generation, by_entry in pools.items() if generation > 0 for times in by_entry.values()]
-    assert later and all(not torch.equal(times, first) for times in later for first in pools[0].values())
-    replay = FSMTrainingDataset(parse_data_spec("synthetic:2"), novel_view_pool_refresh=3, **kwargs)
-    for index in (2 * period + 1, period, 0):  # read backwards: the same samples
-        assert torch.equal(replay[index]["target_images"], ds[index]["target_images"])
-        assert torch.equal(replay[index]["target_times"], ds[index]["target_times"])
-
-    with pytest.raises(ValueError, match="novel_view_pool_refresh"):
-        FSMTrainingDataset(parse_data_spec("synthetic:1"), novel_view_pool_refresh=-1, **kwargs)
-    with pytest.raises(ValueError, match="novel_view_pool_refresh"):
-        TrainingConfig(model="tiny", novel_view_pool_refresh=1.5)
-
-
 def test_drawing_from_a_novel_view_pool():
     import random
 

@@ -82,9 +82,6 @@ class TrainingConfig:
             scene once and draws each sample's from them (the same placement; ~5x less data time
             on procedural scenes for ``P * 3 * S * S * 4`` bytes of memory per scene; see
             :class:`fsm_hf.training.data.FSMTrainingDataset`).
-        novel_view_pool_refresh: with a pool, render each scene's pool anew every this many
-            passes over the data (0 = never), so the views keep changing as with per-sample
-            rendering at a fraction of its data time.
         window_size: consecutive frames a sample's views are drawn from.
         max_frames: integer time grid of the "training" time convention; ``None`` = the model's.
         normalize_from: fit pose and time normalisation on ``"all"`` sampled views (the official
@@ -126,7 +123,6 @@ class TrainingConfig:
     target_input_views: int = 0
     novel_target_views: int = 0
     novel_view_pool_size: int = 0
-    novel_view_pool_refresh: int = 0
     window_size: int = 256
     sort_by_time: bool = True
     max_frames: Optional[int] = None
@@ -176,7 +172,7 @@ class TrainingConfig:
         for name in ("num_input_views", "max_steps", "batch_size", "grad_accum_steps", "window_size", "synthetic_frames"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, "a positive integer")
-        for name in ("train_only_steps", "mixer_distillation_steps", "num_target_views", "target_input_views", "novel_target_views", "novel_view_pool_size", "novel_view_pool_refresh", "warmup_steps", "grad_clip_warmup_steps", "l2_warmup_steps", "num_workers",
+        for name in ("train_only_steps", "mixer_distillation_steps", "num_target_views", "target_input_views", "novel_target_views", "novel_view_pool_size", "warmup_steps", "grad_clip_warmup_steps", "l2_warmup_steps", "num_workers",
                      "save_every", "log_every", "image_every"):  # fmt: skip
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, name, "an integer >= 0")

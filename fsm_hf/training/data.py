@@ -248,13 +248,6 @@ class FSMTrainingDataset(Dataset):
             data time of procedural samples: a pool of 96 at 64x64 makes it ~5x cheaper, for
             ``96 * 3 * S * S * 4`` bytes per scene (kept per worker process). 0 (default) renders
             every sample's own views.
-        novel_view_pool_refresh: with a pool, render each scene's pool anew (new times and
-            off-path cameras) every this many passes over the data (``len(self)`` samples, i.e.
-            about that many visits per scene); 0 (default) keeps the first pool for the whole run.
-            With ``P / novel_target_views`` passes each pool view is drawn about once, as with
-            per-sample rendering, but rendered in batches of ``P`` (~2.5x less data time at 64x64).
-            Pool ``g`` serves samples ``g * R * len(self) <= index < (g + 1) * R * len(self)``, so
-            samples stay a function of ``(seed, index)`` and resuming reproduces them.
     """
 
     def __init__(
@@ -274,7 +267,6 @@ class FSMTrainingDataset(Dataset):
         target_input_views: int = 0,
         novel_target_views: int = 0,
         novel_view_pool_size: int = 0,
-        novel_view_pool_refresh: int = 0,
     ):
         self.image_size = int(image_size)
         self.num_input_views, self.num_target_views = int(num_input_views), int(num_target_views)
@@ -289,10 +281,6 @@ class FSMTrainingDataset(Dataset):
         if isinstance(novel_view_pool_size, bool) or not isinstance(novel_view_pool_size, int) or novel_view_pool_size < 0:
             raise ValueError(f"novel_view_pool_size must be an integer >= 0, got {novel_view_pool_size!r}.")
         self.novel_view_pool_size = novel_view_pool_size
-        if isinstance(novel_view_pool_refresh, bool) or not isinstance(novel_view_pool_refresh, int) or novel_view_pool_refresh < 0:
-            raise ValueError(f"novel_view_pool_refresh must be an integer >= 0, got {novel_view_pool_refresh!r}.")
-        self.novel_view_pool_refresh = novel_view_pool_refresh
-        self._novel_view_pool_generations: Dict[int, int] = {}
         self._cache: Dict[Tuple[int, int], torch.Tensor] = {}
         self._novel_view_pools: Dict[int, "SyntheticViews"] = {}
         num_views = self.num_input_views + self.num_target_views - self.target_input_views
@@ -391,13 +379,10 @@ class FSMTrainingDataset(Dataset):
         """``count`` new views of procedural scene ``entry_id`` between ``input_times`` (sorted by time)."""
         synthetic = self.entries[entry_id].synthetic()
         if self.novel_view_pool_size:
-            generation = index // (self.novel_view_pool_refresh * len(self)) if self.novel_view_pool_refresh else 0
             pool = self._novel_view_pools.get(entry_id)
-            if pool is None or self._novel_view_pool_generations[entry_id] != generation:
-                # negative seeds: sample indices, the per-sample seeds, are >= 0
-                pool = synthetic.held_out_views(synthetic.frame_times(), self.novel_view_pool_size, seed=-1 - generation)
+            if pool is None:  # seed -1: sample indices, the per-sample seeds, are >= 0
+                pool = synthetic.held_out_views(synthetic.frame_times(), self.novel_view_pool_size, seed=-1)
                 self._novel_view_pools[entry_id] = pool
-                self._novel_view_pool_generations[entry_id] = generation
             rng = random.Random(f"fsm-novel/{self.seed}/{index}")
             chosen = draw_from_novel_view_pool(pool.times, input_times, count, rng)
             if chosen is not None:

@@ -399,7 +399,7 @@ def train(config: TrainingConfig) -> Path:
         sort_by_time=config.sort_by_time, use_time=raw_model.config.use_time, normalize_from=config.normalize_from,
         seed=config.seed, synthetic_frames=config.synthetic_frames, cache_images=config.cache_images,
         target_input_views=config.target_input_views, novel_target_views=config.novel_target_views,
-        novel_view_pool_size=config.novel_view_pool_size, novel_view_pool_refresh=config.novel_view_pool_refresh,
+        novel_view_pool_size=config.novel_view_pool_size,
     )  # fmt: skip
     samples_per_step = config.batch_size * config.grad_accum_steps  # per process
     remaining = max(config.max_steps - step, 0)
