@@ -548,7 +548,7 @@ def package_builtin_model(
     *,
     destination: Optional[Union[str, Path]] = None,
     ablation_json: Optional[Union[str, Path]] = None,
-    num_scenes: int = 8,
+    num_scenes: int = 64,
     log: Optional[Callable[[str], None]] = print,
 ) -> DemoResult:
     """Turn a ``finetune.py`` output (``output_dir/final``) into the shipped model folder.
@@ -563,6 +563,8 @@ def package_builtin_model(
         training: ``{"command", "wall_time_s", "hardware", "data"}`` as recorded when training, plus
             ``"warmup_command"`` and ``"warmup_wall_time_s"`` when it started from a warm-up run.
         destination: default :func:`builtin_model_path`.
+        num_scenes: held-out scenes the card's scores average (64: the mean gain's standard error is
+            about 0.05 dB, where scenes differ by about 0.35 dB).
     """
     import shutil
 
@@ -649,13 +651,16 @@ def _package_main(argv: Sequence[str]) -> int:
     parser.add_argument("--data", required=True, help="description of the training data")
     parser.add_argument("--ablation", default=None, help="JSON written by benchmarks/ablation_demo.py")
     parser.add_argument("--destination", default=None, help="default: the built-in model folder")
+    parser.add_argument("--num-scenes", type=int, default=64, help="held-out scenes to score (default 64)")
     args = parser.parse_args(argv)
     if (args.warmup_command is None) != (args.warmup_wall_time_s is None):
         parser.error("--warmup-command and --warmup-wall-time-s go together")
     training = {"command": args.command, "wall_time_s": args.wall_time_s, "hardware": args.hardware, "data": args.data}
     if args.warmup_command is not None:
         training.update(warmup_command=args.warmup_command, warmup_wall_time_s=args.warmup_wall_time_s)
-    package_builtin_model(args.trained_folder, training, destination=args.destination, ablation_json=args.ablation)
+    package_builtin_model(
+        args.trained_folder, training, destination=args.destination, ablation_json=args.ablation, num_scenes=args.num_scenes
+    )
     return 0
 
 

@@ -1,8 +1,9 @@
 """The built-in model (fsm_hf/assets/fsm-demo) and ``fsm demo``: files, held-out seeds, and quality.
 
-The quality checks run the shipped model on two held-out procedural scenes: the nearest-input-frame
-baseline stays below 20 dB (the scenes are not trivial), the model is ahead of that baseline on each
-scene, and training made the model clearly better than its random initialisation.
+The quality checks run the shipped model on the demo's three held-out procedural scenes: the nearest-input-frame
+baseline stays below 20 dB (the scenes are not trivial), the model beats that baseline by at least
+3 dB on average and on each scene by a clear margin, and training made the model clearly better than
+its random initialisation.
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ MODEL_DIR = fsm_hf.builtin_model_path()
 BASELINE_CEILING_DB = 20.0
 #: The shipped model must beat its own random initialisation by this much on held-out scenes.
 MIN_TRAINING_GAIN_DB = 2.0
+#: The issue's goal: the built-in model's mean PSNR gain over the nearest-input-frame baseline.
+TARGET_GAIN_DB = 3.0
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    """One demo run on two small held-out scenes (shared by the checks below)."""
+    """One run of the demo's default held-out scenes (shared by the checks below)."""
     output_dir = tmp_path_factory.mktemp("fsm-demo")
     lines = []
-    result = demo.run_demo(num_scenes=2, device="cpu", output_dir=output_dir, video_frames=8, log=lines.append)
+    result = demo.run_demo(device="cpu", output_dir=output_dir, video_frames=8, log=lines.append)
     return result, output_dir, "\n".join(lines)
 
 
@@ -69,13 +72,13 @@ def test_training_scenes_are_disjoint_from_the_demo_scenes():
 
 def test_demo_writes_video_figure_and_metrics(demo_run):
     result, output_dir, text = demo_run
-    assert len(result.scenes) == 2 and [s.seed for s in result.scenes] == [10_000, 10_001]
+    assert [s.seed for s in result.scenes] == [10_000, 10_001, 10_002]
     video = output_dir / "space_time.mp4"
     assert result.files["video"] in (str(video), str(video.with_suffix(".gif")))
     with open(result.files["video"], "rb") as f:
         assert len(f.read()) > 1000
-    with Image.open(output_dir / "comparison.png") as figure:  # 2 scenes x 4 rows of 64 px (x2) cells
-        assert figure.height >= 8 * 128 and figure.width > 8 * 128
+    with Image.open(output_dir / "comparison.png") as figure:  # 3 scenes x 4 rows of 64 px (x2) cells
+        assert figure.height >= 12 * 128 and figure.width > 8 * 128
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["mean"]["psnr"] == pytest.approx(result.psnr)
     assert metrics["mean"]["gain_db"] == pytest.approx(result.gain_db)
@@ -84,11 +87,7 @@ def test_demo_writes_video_figure_and_metrics(demo_run):
 
 
 def test_held_out_scenes_are_not_trivial_and_the_gain_is_reported(demo_run):
-    """The nearest-input-frame baseline stays below 20 dB, and the demo prints both scores and their gap.
-
-    The issue's target (the built-in model >= 3 dB above that baseline) is not met by the shipped model
-    (see its model card); this test checks what the demo reports, not that target.
-    """
+    """The nearest-input-frame baseline stays below 20 dB, and the demo prints both scores and their gap."""
     result, _, text = demo_run
     assert result.baseline_psnr < BASELINE_CEILING_DB
     assert all(scene.baseline_psnr < BASELINE_CEILING_DB for scene in result.scenes)
@@ -96,10 +95,11 @@ def test_held_out_scenes_are_not_trivial_and_the_gain_is_reported(demo_run):
     assert f"{result.psnr:.2f}" in text and f"{result.baseline_psnr:.2f}" in text and f"{result.gain_db:+.2f}" in text
 
 
-def test_builtin_model_beats_the_baseline_on_every_demo_scene(demo_run):
-    """Short of the +3 dB target, the shipped model is still ahead of the nearest-input-frame baseline on
-    each held-out scene the demo shows (a guard against a retrained model that falls back)."""
+def test_builtin_model_beats_the_baseline_by_3_db(demo_run):
+    """The goal of the built-in model: at least 3 dB PSNR above the nearest-input-frame baseline on
+    held-out scenes, and ahead of it on each scene the demo shows (its model card scores 64 scenes)."""
     result, _, _ = demo_run
+    assert result.gain_db >= TARGET_GAIN_DB, result.gain_db
     assert all(scene.psnr > scene.baseline_psnr + 0.3 for scene in result.scenes), [
         (scene.seed, scene.psnr, scene.baseline_psnr) for scene in result.scenes
     ]
