@@ -75,17 +75,22 @@ def reference_predictions(seed: int, num_input_views: int, num_target_views: int
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--num_scenes", type=int, default=8, help=f"held-out scenes (seeds from {HELD_OUT_SEED_START})")
+    parser.add_argument("--num_scenes", type=int, default=8, help="held-out scenes (seeds first_seed, first_seed + 1, ...)")
+    parser.add_argument(
+        "--first_seed", type=int, default=HELD_OUT_SEED_START, help=f"seed of the first scene (>= {HELD_OUT_SEED_START})"
+    )
     parser.add_argument("--num_target_views", type=int, default=8, help="held-out views per scene")
     parser.add_argument("--model", default=None, help="pipeline folder to score as well (default: the built-in model)")
     parser.add_argument("--json", default=None, help="write the table to this file")
     args = parser.parse_args(argv)
+    if args.first_seed < HELD_OUT_SEED_START:
+        parser.error(f"--first_seed must be >= {HELD_OUT_SEED_START} (lower seeds may be training scenes), got {args.first_seed}")
 
     from fsm_hf import FSMPipeline
 
     pipe = FSMPipeline.from_pretrained(args.model or builtin_model_path())
     pipe.set_progress_bar_config(disable=True)
-    seeds = list(range(HELD_OUT_SEED_START, HELD_OUT_SEED_START + args.num_scenes))
+    seeds = list(range(args.first_seed, args.first_seed + args.num_scenes))
     resolution = pipe.config.resolution[0]
     num_input_views = pipe.config.num_input_views
     scores: Dict[str, Dict[str, List[float]]] = {}
