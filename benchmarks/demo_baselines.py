@@ -81,6 +81,10 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--num_target_views", type=int, default=8, help="held-out views per scene")
     parser.add_argument("--model", default=None, help="pipeline folder to score as well (default: the built-in model)")
+    parser.add_argument(
+        "--num_input_views", type=int, default=None,
+        help="input frames per scene (default: the pipeline's; a finetune.py output folder needs the training value, 8 for the demo recipe)",
+    )  # fmt: skip
     parser.add_argument("--json", default=None, help="write the table to this file")
     args = parser.parse_args(argv)
     if args.first_seed < HELD_OUT_SEED_START:
@@ -92,7 +96,7 @@ def main(argv=None) -> int:
     pipe.set_progress_bar_config(disable=True)
     seeds = list(range(args.first_seed, args.first_seed + args.num_scenes))
     resolution = pipe.config.resolution[0]
-    num_input_views = pipe.config.num_input_views
+    num_input_views = args.num_input_views or pipe.config.num_input_views
     scores: Dict[str, Dict[str, List[float]]] = {}
     for seed in seeds:
         truth, predictions = reference_predictions(seed, num_input_views, args.num_target_views, resolution)
