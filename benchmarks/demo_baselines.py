@@ -32,7 +32,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fsm_hf.demo import HELD_OUT_SEED_START, builtin_model_path, evaluate_scenes, held_out_split  # noqa: E402
+from fsm_hf.demo import (  # noqa: E402
+    HELD_OUT_SEED_START, builtin_model_path, check_held_out_seed, evaluate_scenes, held_out_split,
+)  # fmt: skip
 from fsm_hf.metrics import _gaussian_window, nearest_input_frame_baseline, psnr, ssim  # noqa: E402
 
 BLUR_SIGMAS = (1.0, 2.0, 3.0)
@@ -87,8 +89,10 @@ def main(argv=None) -> int:
     )  # fmt: skip
     parser.add_argument("--json", default=None, help="write the table to this file")
     args = parser.parse_args(argv)
-    if args.first_seed < HELD_OUT_SEED_START:
-        parser.error(f"--first_seed must be >= {HELD_OUT_SEED_START} (lower seeds may be training scenes), got {args.first_seed}")
+    try:
+        check_held_out_seed(args.first_seed, "--first_seed")
+    except ValueError as error:
+        parser.error(str(error))
 
     from fsm_hf import FSMPipeline
 
