@@ -112,6 +112,21 @@ def load_model(name: str, overrides: Optional[Dict[str, Any]] = None) -> Tuple[t
     return FSMForNovelViewSynthesis.from_pretrained(model_dir, **overrides), settings
 
 
+def build_dataset(config: TrainingConfig, model_config, image_size: int):
+    """The training samples of ``config`` for a model with ``model_config`` (its ``max_frames`` and
+    ``use_time``) at ``image_size`` pixels: an :class:`~fsm_hf.training.data.FSMTrainingDataset`."""
+    from .data import FSMTrainingDataset, parse_data_spec
+
+    return FSMTrainingDataset(
+        parse_data_spec(config.data), image_size, config.num_input_views, config.num_target_views,
+        window_size=config.window_size, max_frames=config.max_frames or model_config.max_frames,
+        sort_by_time=config.sort_by_time, use_time=model_config.use_time, normalize_from=config.normalize_from,
+        seed=config.seed, synthetic_frames=config.synthetic_frames, cache_images=config.cache_images,
+        target_input_views=config.target_input_views, novel_target_views=config.novel_target_views,
+        novel_view_pool_size=config.novel_view_pool_size,
+    )  # fmt: skip
+
+
 def build_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.optim.Optimizer:
     """AdamW with ``weight_decay`` on parameters with >= 2 dims and none on the others."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -335,7 +350,7 @@ def train(config: TrainingConfig) -> Path:
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from .data import FSMTrainingDataset, ShardedSequentialSampler, parse_data_spec
+    from .data import ShardedSequentialSampler
     from .losses import FSMLoss
 
     output_dir = Path(config.output_dir)
@@ -392,15 +407,7 @@ def train(config: TrainingConfig) -> Path:
         accelerator.init_trackers("tensorboard")
 
     # 2. Data: sample i of the run is a function of (seed, i) only.
-    raw_model = accelerator.unwrap_model(model)
-    dataset = FSMTrainingDataset(
-        parse_data_spec(config.data), image_size, config.num_input_views, config.num_target_views,
-        window_size=config.window_size, max_frames=config.max_frames or raw_model.config.max_frames,
-        sort_by_time=config.sort_by_time, use_time=raw_model.config.use_time, normalize_from=config.normalize_from,
-        seed=config.seed, synthetic_frames=config.synthetic_frames, cache_images=config.cache_images,
-        target_input_views=config.target_input_views, novel_target_views=config.novel_target_views,
-        novel_view_pool_size=config.novel_view_pool_size,
-    )  # fmt: skip
+    dataset = build_dataset(config, accelerator.unwrap_model(model).config, image_size)
     samples_per_step = config.batch_size * config.grad_accum_steps  # per process
     remaining = max(config.max_steps - step, 0)
     sampler = ShardedSequentialSampler(
