@@ -18,6 +18,7 @@ import statistics
 import time
 
 import torch
+from torch.utils.data import default_collate
 
 
 def main() -> None:
@@ -48,10 +49,9 @@ def main() -> None:
     dataset = build_dataset(data_config, model.config, config.image_size or model.config.image_size)
 
     def collate(start: int):
-        samples = [dataset[start + i] for i in range(config.batch_size)]
-        return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+        return default_collate([dataset[start + i] for i in range(config.batch_size)])
 
-    for b in range(8 * args.data_scenes // config.batch_size):  # every scene cached
+    for b in range(8 * args.data_scenes // config.batch_size):  # about 8 visits per scene: all cached
         collate(b * config.batch_size)
     data_times = []
     for b in range(args.data_batches):
