@@ -134,6 +134,31 @@ def test_optimizer_decays_only_matrices_and_schedule_warms_up_then_decays():
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 1e-5  # cosine to zero
 
 
+def test_warmup_stable_decay_holds_the_peak_rate_until_its_decay_steps():
+    from fsm_hf.training import TrainingConfig
+    from fsm_hf.training.trainer import build_scheduler
+
+    cfg = TrainingConfig(max_steps=100, warmup_steps=10, lr=1e-3, lr_scheduler="warmup_stable_decay", lr_decay_steps=20)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=cfg.lr)
+    sched = build_scheduler(opt, cfg)
+    lrs = []
+    for _ in range(100):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(5e-4)
+    assert all(lr == pytest.approx(1e-3) for lr in lrs[10:81])  # stable until the last 20 steps
+    assert lrs[90] == pytest.approx(5e-4, rel=0.05)  # cosine: half way down at the decay's middle
+    assert all(a >= b for a, b in zip(lrs[80:], lrs[81:])) and lrs[-1] < 1e-5
+
+    with pytest.raises(ValueError, match="lr_decay_steps must be an integer in \\[1, max_steps - warmup_steps = 90\\]"):
+        TrainingConfig(max_steps=100, warmup_steps=10, lr_scheduler="warmup_stable_decay")
+    with pytest.raises(ValueError, match="lr_decay_steps must be an integer"):
+        TrainingConfig(max_steps=100, warmup_steps=10, lr_scheduler="warmup_stable_decay", lr_decay_steps=91)
+    with pytest.raises(ValueError, match="only lr_scheduler 'warmup_stable_decay' takes it, not 'cosine'"):
+        TrainingConfig(max_steps=100, warmup_steps=10, lr_decay_steps=20)
+
+
 def test_gradient_clipping_after_warmup_and_step_skipping():
     from accelerate import Accelerator
 

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 __all__ = ["TrainingConfig", "build_parser", "load_config", "parse_overrides", "read_config_file"]
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
-SCHEDULERS = ("cosine", "linear", "constant")
+SCHEDULERS = ("cosine", "linear", "constant", "warmup_stable_decay")
 NORMALIZE_FROM = ("all", "inputs")
 
 
@@ -92,7 +92,9 @@ class TrainingConfig:
 
     Optimisation:
         max_steps, batch_size (per process), grad_accum_steps, lr, betas, weight_decay (on
-        parameters with >= 2 dims; 0 on the others), warmup_steps, lr_scheduler,
+        parameters with >= 2 dims; 0 on the others), warmup_steps, lr_scheduler (``"cosine"``,
+        ``"linear"``, ``"constant"``, or ``"warmup_stable_decay"``: the peak learning rate held
+        until the last ``lr_decay_steps`` steps, then a cosine decay to 0), lr_decay_steps,
         grad_clip_norm, grad_clip_warmup_steps (no clipping / skipping before this step),
         grad_skip_threshold (skip the step when the norm exceeds it; non-finite norms are always
         skipped), l2_loss_weight, lpips_loss_weight, l2_warmup_steps (LPIPS off before this step),
@@ -139,6 +141,7 @@ class TrainingConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 1000
     lr_scheduler: str = "cosine"
+    lr_decay_steps: Optional[int] = None
     grad_clip_norm: float = 1.0
     grad_clip_warmup_steps: int = 1000
     grad_skip_threshold: float = 4.0
@@ -185,6 +188,13 @@ class TrainingConfig:
         check(self.l2_loss_weight >= 0 and self.lpips_loss_weight >= 0, "lpips_loss_weight", "loss weights >= 0")
         check(self.mixed_precision in MIXED_PRECISION, "mixed_precision", f"one of {list(MIXED_PRECISION)}")
         check(self.lr_scheduler in SCHEDULERS, "lr_scheduler", f"one of {list(SCHEDULERS)}")
+        if self.lr_scheduler == "warmup_stable_decay":
+            check(
+                isinstance(self.lr_decay_steps, int) and 0 < self.lr_decay_steps <= self.max_steps - self.warmup_steps,
+                "lr_decay_steps", f"an integer in [1, max_steps - warmup_steps = {self.max_steps - self.warmup_steps}] with lr_scheduler 'warmup_stable_decay'",
+            )  # fmt: skip
+        else:
+            check(self.lr_decay_steps is None, "lr_decay_steps", f"None: only lr_scheduler 'warmup_stable_decay' takes it, not {self.lr_scheduler!r}")
         check(self.normalize_from in NORMALIZE_FROM, "normalize_from", f"one of {list(NORMALIZE_FROM)}")
         check(self.image_size is None or self.image_size >= 1, "image_size", "None or a positive integer")
         check(self.max_frames is None or self.max_frames >= 2, "max_frames", "None or an integer >= 2")

@@ -138,9 +138,16 @@ def build_optimizer(model: torch.nn.Module, config: TrainingConfig) -> torch.opt
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig):
-    """Linear warm-up over ``warmup_steps``, then cosine (or linear / constant) decay to ``max_steps``."""
+    """Linear warm-up over ``warmup_steps``, then cosine (or linear / constant) decay to ``max_steps``;
+    ``"warmup_stable_decay"`` holds the peak rate after the warm-up and decays it (cosine, to 0) over
+    the last ``lr_decay_steps`` steps only."""
     from transformers import get_scheduler
 
+    if config.lr_scheduler == "warmup_stable_decay":
+        return get_scheduler(
+            "warmup_stable_decay", optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.max_steps,
+            scheduler_specific_kwargs={"num_decay_steps": config.lr_decay_steps},
+        )  # fmt: skip
     name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[config.lr_scheduler]
     return get_scheduler(name, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.max_steps)
 
