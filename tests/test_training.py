@@ -111,6 +111,16 @@ def test_paper_recipe_defaults():
     assert cfg.num_input_views == 32 and cfg.num_target_views == 32 and cfg.sort_by_time
 
 
+def _learning_rates(optimizer, scheduler, steps):
+    """The learning rate of each of ``steps`` optimizer steps under ``scheduler``."""
+    rates = []
+    for _ in range(steps):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
 def test_optimizer_decays_only_matrices_and_schedule_warms_up_then_decays():
     from fsm_hf import FSMConfig, FSMForNovelViewSynthesis
     from fsm_hf.training import TrainingConfig
@@ -124,12 +134,7 @@ def test_optimizer_decays_only_matrices_and_schedule_warms_up_then_decays():
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     assert opt.defaults["betas"] == (0.9, 0.95)
-    sched = build_scheduler(opt, cfg)
-    lrs = []
-    for _ in range(100):
-        lrs.append(sched.get_last_lr()[0])
-        opt.step()
-        sched.step()
+    lrs = _learning_rates(opt, build_scheduler(opt, cfg), 100)
     assert lrs[0] == 0.0 and lrs[5] == pytest.approx(5e-4) and lrs[10] == pytest.approx(1e-3)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 1e-5  # cosine to zero
 
@@ -140,12 +145,7 @@ def test_warmup_stable_decay_holds_the_peak_rate_until_its_decay_steps():
 
     cfg = TrainingConfig(max_steps=100, warmup_steps=10, lr=1e-3, lr_scheduler="warmup_stable_decay", lr_decay_steps=20)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=cfg.lr)
-    sched = build_scheduler(opt, cfg)
-    lrs = []
-    for _ in range(100):
-        lrs.append(sched.get_last_lr()[0])
-        opt.step()
-        sched.step()
+    lrs = _learning_rates(opt, build_scheduler(opt, cfg), 100)
     assert lrs[0] == 0.0 and lrs[5] == pytest.approx(5e-4)
     assert all(lr == pytest.approx(1e-3) for lr in lrs[10:81])  # stable until the last 20 steps
     assert lrs[90] == pytest.approx(5e-4, rel=0.05)  # cosine: half way down at the decay's middle

@@ -143,13 +143,12 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig):
     the last ``lr_decay_steps`` steps only."""
     from transformers import get_scheduler
 
-    if config.lr_scheduler == "warmup_stable_decay":
-        return get_scheduler(
-            "warmup_stable_decay", optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.max_steps,
-            scheduler_specific_kwargs={"num_decay_steps": config.lr_decay_steps},
-        )  # fmt: skip
-    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[config.lr_scheduler]
-    return get_scheduler(name, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.max_steps)
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}.get(config.lr_scheduler, config.lr_scheduler)
+    specific = {"num_decay_steps": config.lr_decay_steps} if config.lr_decay_steps is not None else None
+    return get_scheduler(
+        name, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.max_steps,
+        scheduler_specific_kwargs=specific,
+    )  # fmt: skip
 
 
 def parameters_held_back(model: torch.nn.Module, patterns: Sequence[str]) -> List[torch.nn.Parameter]:
