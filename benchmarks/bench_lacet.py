@@ -229,6 +229,16 @@ def official_info(official, ours, length: int, batch: int) -> dict:
     return info
 
 
+def output_and_input_gradient(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """What a row compares between the implementations: the output, and in training mode (``x``
+    requires grad) also the gradient of ``out.sum()`` with respect to the input, flattened into one
+    fp32 vector (so a row's ``max_abs_diff`` covers the backward too)."""
+    if not x.requires_grad:
+        return out.detach().float()
+    out.float().sum().backward()
+    return torch.cat([out.detach().float().flatten(), x.grad.float().flatten()])
+
+
 def run_rows(args) -> List[dict]:
     from modeling.lacet import TTTOperation
 
@@ -256,9 +266,7 @@ def run_rows(args) -> List[dict]:
                             xi = x.clone().requires_grad_(grad)
                             with torch.set_grad_enabled(grad), autocast:
                                 out = ours(xi, schedule)[0]
-                            if grad:
-                                out.float().sum().backward()
-                            return out.detach().float()
+                            return output_and_input_gradient(out, xi)
 
                         fns = {"ours": run_ours}
                         if official is not None:
@@ -268,9 +276,7 @@ def run_rows(args) -> List[dict]:
                                 xi = x.clone().requires_grad_(grad)
                                 with torch.set_grad_enabled(grad), autocast, official.newton_schulz_dtype(ns_dtype):
                                     out = theirs(xi, official_info(official, ours, length, args.batch))[0]
-                                if grad:
-                                    out.float().sum().backward()
-                                return out.detach().float()
+                                return output_and_input_gradient(out, xi)
 
                             fns["official"] = run_official
                         res = interleaved(fns, device, args.reps, warmup=args.warmup)

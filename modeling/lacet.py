@@ -66,7 +66,9 @@ Performance options (all off the numerics of the default path unless stated; see
   once per process on a probe of several shapes (:func:`bf16_emulation_available`). CPUs with
   native bf16 (AVX512-BF16/AMX) fail the probe (other kernels, fused multiply-adds) and keep torch's
   own fast kernels. Products with a transposed operand take another (vectorised) torch kernel and
-  are left to it. ``None`` (default) = on where the probe agrees; CUDA is never emulated.
+  are left to it. Under autograd the emulated product has autograd's own backward (two products
+  with a transposed operand, torch's kernel), so training gradients are bit-identical too.
+  ``None`` (default) = on where the probe agrees; CUDA is never emulated.
 
 """
 
@@ -222,7 +224,6 @@ def _emulable(a: torch.Tensor, b: torch.Tensor) -> bool:
         and a.dim() == b.dim() == 3
         and a.is_contiguous()
         and b.is_contiguous()
-        and not (a.requires_grad or b.requires_grad)
         and a.shape[2] * a.shape[1] * b.shape[2] >= 400  # smaller products take a naive kernel
     )
 
@@ -258,8 +259,30 @@ def _records_graph(*tensors: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
+class _EmulatedBF16Matmul(torch.autograd.Function):
+    """``a @ b`` through :func:`bf16_matmul_emulated`, differentiable: the backward is autograd's own
+    for a batched product (``grad @ b^T``, ``a^T @ grad``, the same torch calls), so values and
+    gradients equal those of ``a @ b`` bit for bit while the forward avoids the scalar kernel.
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(a, b)
+        return bf16_matmul_emulated(a, b)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        a, b = ctx.saved_tensors
+        grad_a = grad.bmm(b.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_b = a.transpose(1, 2).bmm(grad) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b
+
+
 def _matmul(a: torch.Tensor, b: torch.Tensor, emulate: bool) -> torch.Tensor:
     if emulate and _emulable(a, b):
+        if _records_graph(a, b):
+            return _EmulatedBF16Matmul.apply(a, b)
         return bf16_matmul_emulated(a, b)
     return a @ b
 
@@ -291,7 +314,7 @@ def newton_schulz(
         ``[N, r, c]`` in ``dtype``.
     """
     no_graph = not _records_graph(g)
-    emulate = dtype == torch.bfloat16 and g.device.type == "cpu" and no_graph
+    emulate = dtype == torch.bfloat16 and g.device.type == "cpu"
     if emulate:
         emulate = bf16_emulation_available() if emulate_bf16 is None else emulate_bf16
     x = g.to(dtype)

@@ -37,6 +37,13 @@ def _bf16(*shape, seed=0, scale=1.0):
 # -- bf16 product emulation -------------------------------------------------------------------------
 
 
+def _count_emulated_products(monkeypatch) -> list:
+    calls = []
+    original = lacet.bf16_matmul_emulated
+    monkeypatch.setattr(lacet, "bf16_matmul_emulated", lambda a, b: calls.append(1) or original(a, b))
+    return calls
+
+
 @pytest.mark.parametrize(
     "m,k,p",
     [(32, 32, 64), (64, 130, 96), (17, 7, 5), (40, 3, 72), (96, 256, 160)],
@@ -87,19 +94,34 @@ def test_probe_turns_the_emulation_off_when_a_product_differs(monkeypatch):
     assert lacet.bf16_emulation_available() is True
 
 
-def test_emulation_is_never_used_for_fp32_or_autograd():
+def test_emulation_is_never_used_for_fp32(monkeypatch):
+    calls = _count_emulated_products(monkeypatch)
     g = torch.randn(1, 32, 64, requires_grad=True)
-    calls = []
-    original = lacet.bf16_matmul_emulated
-    lacet.bf16_matmul_emulated = lambda a, b: calls.append(1) or original(a, b)
-    try:
+    newton_schulz(g, 2, torch.float32, emulate_bf16=True).sum().backward()
+    with torch.no_grad():
         newton_schulz(g, 2, torch.float32, emulate_bf16=True)
-        out = newton_schulz(g, 2, torch.bfloat16, emulate_bf16=True)  # grad enabled, g requires grad
-        out.float().sum().backward()
-    finally:
-        lacet.bf16_matmul_emulated = original
     assert calls == []
     assert g.grad is not None
+
+
+@needs_emulation
+@pytest.mark.parametrize("shape", [(2, 37, 70), (1, 70, 37)])  # a K tail; rows > columns (transposed iteration)
+def test_bf16_newton_schulz_gradients_identical_with_and_without_emulation(monkeypatch, shape):
+    """Training through the bf16 Newton–Schulz: the emulated products (with autograd's own backward)
+    give the same values and the same gradients as torch's kernels, bit for bit."""
+    g0 = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+    upstream = torch.randn(*shape, generator=torch.Generator().manual_seed(4)).to(torch.bfloat16)
+    results = {}
+    for emulate in (False, True):
+        calls = _count_emulated_products(monkeypatch)
+        g = (g0 * 1.0).requires_grad_(True)
+        out = newton_schulz(g * 2.0, 5, torch.bfloat16, emulate_bf16=emulate)
+        (out * upstream).float().sum().backward()
+        results[emulate] = (out.detach(), g.grad)
+        assert (len(calls) > 0) == emulate  # 2 products per step
+    assert torch.equal(results[True][0], results[False][0])
+    assert torch.equal(results[True][1], results[False][1])
+    assert results[True][1].abs().sum() > 0
 
 
 @requires_oracle
@@ -110,9 +132,7 @@ def test_oracle_bf16_output_identical_with_and_without_emulation(monkeypatch):
     case = load_oracle_case("lvsm4d_lacet_sema_si_4chunks")
     model = convert_official(case["checkpoint"], case["config"])
     inputs = official_model_inputs(case, model.config.max_frames)
-    calls = []
-    original = lacet.bf16_matmul_emulated
-    monkeypatch.setattr(lacet, "bf16_matmul_emulated", lambda a, b: calls.append(1) or original(a, b))
+    calls = _count_emulated_products(monkeypatch)
     with torch.no_grad():
         emulated = model(**inputs).images
         monkeypatch.setattr(lacet, "_EMULATION_AGREES", False)
@@ -120,6 +140,32 @@ def test_oracle_bf16_output_identical_with_and_without_emulation(monkeypatch):
     assert calls, "the default bf16 path should use the emulation on this CPU"
     assert torch.equal(emulated, native)
     assert torch.equal(emulated, case["main"]["output.images"])
+
+
+@requires_oracle
+@needs_emulation
+def test_oracle_bf16_training_gradients_identical_with_and_without_emulation(monkeypatch):
+    """A training step of a converted official model with bf16 Newton–Schulz: every parameter's
+    gradient is the same bit for bit whether the products are emulated or torch's."""
+    from conversion import convert_official
+
+    case = load_oracle_case("lvsm4d_lacet_sema_si_4chunks")
+    model = convert_official(case["checkpoint"], case["config"])
+    inputs = official_model_inputs(case, model.config.max_frames)
+    calls = _count_emulated_products(monkeypatch)
+    gradients = []
+    for agrees in (True, False):
+        monkeypatch.setattr(lacet, "_EMULATION_AGREES", agrees)
+        model.zero_grad(set_to_none=True)
+        model(**inputs).images.square().mean().backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+        if agrees:
+            assert calls, "training with bf16 Newton–Schulz should use the emulation on this CPU"
+            calls.clear()
+    assert calls == []
+    assert gradients[0].keys() == gradients[1].keys() and len(gradients[0]) > 10
+    for name, grad in gradients[0].items():
+        assert torch.equal(grad, gradients[1][name]), name
 
 
 # -- Newton–Schulz batching ---------------------------------------------------------------------------
