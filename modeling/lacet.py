@@ -314,7 +314,8 @@ def newton_schulz(
         ``[N, r, c]`` in ``dtype``.
     """
     no_graph = not _records_graph(g)
-    emulate = dtype == torch.bfloat16 and g.device.type == "cpu"
+    # under torch.compile the graph's own kernels run (not bit-identical anyway), never the unrolled emulation
+    emulate = dtype == torch.bfloat16 and g.device.type == "cpu" and not torch.compiler.is_compiling()
     if emulate:
         emulate = bf16_emulation_available() if emulate_bf16 is None else emulate_bf16
     x = g.to(dtype)

@@ -104,6 +104,19 @@ def test_emulation_is_never_used_for_fp32(monkeypatch):
     assert g.grad is not None
 
 
+def test_emulation_is_not_traced_by_torch_compile(monkeypatch):
+    """Inside a graph that torch.compile traces, the products stay plain matmuls (the emulation's
+    unrolled loops would make a huge graph, and compiled kernels are not bit-identical anyway)."""
+    calls = _count_emulated_products(monkeypatch)
+    g = torch.randn(1, 32, 64)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    newton_schulz(g, 2, torch.bfloat16, emulate_bf16=True)
+    assert calls == []
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: False)
+    newton_schulz(g, 2, torch.bfloat16, emulate_bf16=True)
+    assert calls
+
+
 @needs_emulation
 @pytest.mark.parametrize("shape", [(2, 37, 70), (1, 70, 37)])  # a K tail; rows > columns (transposed iteration)
 def test_bf16_newton_schulz_gradients_identical_with_and_without_emulation(monkeypatch, shape):
