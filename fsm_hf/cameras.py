@@ -22,6 +22,8 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from .validation import view_positions
+
 __all__ = ["Cameras", "OPENGL_TO_OPENCV"]
 
 ArrayLike = Union[torch.Tensor, np.ndarray, Sequence]
@@ -300,17 +302,11 @@ class Cameras:
         return self.select(indices)
 
     def select(self, indices: Union[int, slice, Sequence[int], torch.Tensor]) -> "Cameras":
-        """A subset of the views (an int keeps the view dimension: ``cams[3]`` has one view)."""
-        if isinstance(indices, (int, np.integer)):
-            indices = [int(indices)]
-        if isinstance(indices, slice):
-            idx = torch.arange(len(self))[indices]
-        else:
-            idx = torch.as_tensor(indices, dtype=torch.long).flatten()
+        """A subset of the views: an int (which keeps the view dimension: ``cams[3]`` has one view),
+        a slice, integer positions (negative from the end) or a boolean mask over the views."""
+        idx = torch.as_tensor(view_positions(indices, len(self)), dtype=torch.long)
         if idx.numel() == 0:
             raise IndexError("Cannot select zero views from Cameras.")
-        if (idx >= len(self)).any() or (idx < -len(self)).any():
-            raise IndexError(f"View index out of range for {len(self)} views: {idx.tolist()}.")
         idx = idx.to(self.c2w.device)
         return Cameras(self.c2w[idx], self.fxfycxcy[idx], self.width, self.height, validate=False)
 

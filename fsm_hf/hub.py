@@ -84,7 +84,7 @@ def push_model_to_hub(
     eval_results=None,
     base_model: Optional[Union[str, Sequence[str]]] = None,
     datasets: Optional[Union[str, Sequence[str]]] = None,
-    license: str = "apache-2.0",
+    license: Optional[str] = None,
     training_config: Optional[Mapping[str, Any]] = None,
     commit_message: Optional[str] = None,
     token: Optional[Union[str, bool]] = None,
@@ -263,11 +263,8 @@ def _files_to_upload(folder: Path) -> List[Tuple[str, Path]]:
 def _card_for_config(layout: FolderLayout, repo_id: str, include_code: bool, card_kwargs: Dict[str, Any]) -> str:
     from .model_card import generate_model_card
 
-    kwargs = dict(card_kwargs)
-    provenance = kwargs.get("provenance") or layout.config.get("fsm_provenance") or {}
-    kwargs.setdefault("license", provenance.get("license") or "apache-2.0")
     return generate_model_card(
-        layout.config, repo_id=repo_id, subfolder=layout.subfolder, include_code=include_code, **kwargs
+        layout.config, repo_id=repo_id, subfolder=layout.subfolder, include_code=include_code, **card_kwargs
     )
 
 

@@ -49,7 +49,8 @@ class FSMMemory:
         return len(self.fast_weights)
 
     def to(self, device=None, dtype=None) -> "FSMMemory":
-        """Move every tensor (fast weights stay in their dtype unless ``dtype`` is given)."""
+        """Move every tensor to ``device``; ``dtype`` casts the fast weights and Gaussians (the
+        normalisation transforms keep their dtype: they are geometry, not model state)."""
 
         def move(t: torch.Tensor) -> torch.Tensor:
             return t.to(device=device, dtype=dtype if (dtype is not None and t.is_floating_point()) else None)
@@ -60,7 +61,7 @@ class FSMMemory:
             image_size=self.image_size,
             patch_size=self.patch_size,
             config_signature=self.config_signature,
-            normalization={k: move(v) for k, v in self.normalization.items()} if self.normalization else None,
+            normalization={k: v.to(device=device) for k, v in self.normalization.items()} if self.normalization else None,
             gaussians={k: move(v) for k, v in self.gaussians.items()} if self.gaussians else None,
             metadata=dict(self.metadata),
         )

@@ -50,7 +50,7 @@ def generate_model_card(
     eval_results: Optional[Union[Sequence[Mapping[str, Any]], Mapping[str, Mapping[str, float]]]] = None,
     base_model: Optional[Union[str, Sequence[str]]] = None,
     datasets: Optional[Union[str, Sequence[str]]] = None,
-    license: str = "apache-2.0",
+    license: Optional[str] = None,
     training_config: Optional[Mapping[str, Any]] = None,
     repo_id: Optional[str] = None,
     subfolder: Optional[str] = None,
@@ -73,10 +73,10 @@ def generate_model_card(
             mapping ``{dataset: {metric: value}}``.
         base_model: Hub id(s) of the checkpoint this one was finetuned from.
         datasets: Hub id(s) of the training / finetuning datasets.
-        license: licence id of these weights for the metadata header. For converted checkpoints pass
-            the source's licence (``provenance["license"]``): the weights keep it; the code of fsm-hf
-            is Apache-2.0 either way. ``"other"`` adds ``license_name``/``license_link`` pointing at
-            the source.
+        license: licence id of these weights for the metadata header; default: the source's licence
+            (``provenance["license"]``, which weights converted from a release, and weights finetuned
+            from those, keep), else ``"apache-2.0"``. The code of fsm-hf is Apache-2.0 either way.
+            ``"other"`` adds ``license_name``/``license_link`` pointing at the source.
         training_config: the training / finetuning configuration (e.g. the parsed YAML), recorded
             verbatim.
         repo_id: the repository id the usage snippet loads (a placeholder when ``None``).
@@ -91,6 +91,8 @@ def generate_model_card(
     if provenance is None:  # conversion records it in config.json as `fsm_provenance`
         provenance = getattr(config, "fsm_provenance", None)
     provenance = dict(provenance or {})
+    if license is None:
+        license = provenance.get("license") or "apache-2.0"
     rows = _eval_rows(eval_results)
     is_gaussian = config.head_type == "gaussian"
     base_models = _as_list(base_model)
@@ -119,7 +121,7 @@ def generate_model_card(
     name = (repo_id or "").split("/")[-1] or ("FSM-LRM" if is_gaussian else "FSM-LVSM")
     sections = [
         f"# {name}",
-        _description(config, converted, base_models),
+        _description(config, converted, base_models, finetuned=bool(training_config)),
         _architecture(config),
         _conventions(config),
         _usage(config, repo_id or PLACEHOLDER_REPO_ID, subfolder, include_code),
@@ -204,7 +206,7 @@ def _source_url(provenance: Mapping[str, Any]) -> Optional[str]:
     return f"https://github.com/{match.group(1)}" if match else None
 
 
-def _description(config: FSMConfig, converted: bool, base_models: List[str]) -> str:
+def _description(config: FSMConfig, converted: bool, base_models: List[str], finetuned: bool = False) -> str:
     kind = (
         "**FSM-LRM**: it decodes every input pixel into a 4D Gaussian (a 3D Gaussian with a time axis), slices "
         "the Gaussians at the target time and rasterises them"
@@ -212,7 +214,12 @@ def _description(config: FSMConfig, converted: bool, base_models: List[str]) -> 
         else "**FSM-LVSM**: it renders the pixels of each target view directly from the target's tokens"
     )
     dims = "in space and time" if config.use_time else "of static scenes (this checkpoint has no time channel)"
-    if converted:
+    if converted and finetuned:
+        origin = (
+            "These weights were finetuned (see *Training configuration*) from weights converted from a released "
+            "checkpoint (see *Provenance*), whose licence they keep."
+        )
+    elif converted:
         origin = "These weights were converted from a released checkpoint (see *Provenance*)."
     elif base_models:
         origin = f"These weights were finetuned from `{base_models[0]}` (see *Provenance*)."

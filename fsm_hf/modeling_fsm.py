@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
@@ -122,7 +124,34 @@ class FSMPreTrainedModel(PreTrainedModel):
             patch_size=self.config.patch_size,
             config_signature=self.config.memory_signature,
             gaussians=None if gaussians is None else gaussians.to_dict(),
+            metadata={"weights_fingerprint": self.weights_fingerprint()},
         )
+
+    @torch.no_grad()
+    def weights_fingerprint(self) -> str:
+        """A short hash of every parameter (16 evenly spaced values of each, rounded to bf16 so that
+        the fp32 and bf16 copies of one checkpoint agree). Memories record it: a memory rendered by
+        a model with other weights but the same configuration would silently give garbage."""
+        digest = hashlib.sha1()
+        for name, param in self.named_parameters():
+            if param.device.type == "meta":
+                continue
+            flat = param.detach().reshape(-1)
+            positions = torch.linspace(0, flat.numel() - 1, steps=min(16, flat.numel()), device=flat.device).long()
+            digest.update(name.encode())
+            digest.update(flat[positions].to(torch.bfloat16).float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def check_memory(self, memory: FSMMemory) -> None:
+        """Raise when ``memory`` was built by another configuration; warn when by other weights."""
+        memory.check_compatible(self.config.memory_signature)
+        stored = memory.metadata.get("weights_fingerprint")
+        if stored is not None and stored != self.weights_fingerprint():
+            warnings.warn(
+                "This memory was built by a model with other weights (same configuration); rendering it with "
+                "this model gives meaningless images. Reconstruct the scene with this model.",
+                stacklevel=3,
+            )
 
     def reset_elastic_buffers(self) -> None:
         """Rebuild every layer's anchors (from the current fast-weight initial values) and importances."""
@@ -309,7 +338,7 @@ class FSMForNovelViewSynthesis(FSMPreTrainedModel):
         max_views_per_batch: Optional[int] = None,
     ) -> torch.Tensor:
         """Render target views ``[B, T, 3, H, W]`` from a stored memory (no input view is re-read)."""
-        memory.check_compatible(self.config.memory_signature)
+        self.check_memory(memory)
         cfg = self.config
         b, t, _, _ = _check_views("target", None, target_fxfycxcy, target_c2w, target_times, cfg.use_time, cfg.patch_size)
         if b != memory.batch_size:

@@ -332,7 +332,7 @@ class FSMForGaussianReconstruction(FSMPreTrainedModel):
 
         ``max_views_per_batch`` is accepted for signature parity with the LVSM model and unused.
         """
-        memory.check_compatible(self.config.memory_signature)
+        self.check_memory(memory)
         if not memory.gaussians:
             raise ValueError("This memory holds no Gaussians (was it built by an LVSM model?).")
         gaussians = Gaussians4D.from_dict(memory.gaussians)

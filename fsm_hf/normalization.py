@@ -280,6 +280,26 @@ class TimeNormalization:
         scaled = offset / torch.tensor(span, dtype=torch.float32) * (self.max_frames - 1)
         return torch.floor(scaled).long()
 
+    def range_warning(self, times, what: str = "times") -> Optional[str]:
+        """A message when ``times`` leave the grid the model was trained on, else ``None``: under
+        ``"training"``, times outside the fitted span (``tau`` outside ``[-1, 1]``: the model
+        extrapolates); under ``"official_inference"``, frame indices outside ``[0, max_frames)``,
+        which wrap around modulo ``max_frames`` as in the official code."""
+        times = _times_tensor(times)
+        if self.convention == "training":
+            outside = (times < self.time_min) | (times > self.time_max)
+            rule = (
+                f"outside the input views' time span [{self.time_min:g}, {self.time_max:g}]; the model "
+                "extrapolates in time (model times outside [-1, 1])"
+            )
+        else:
+            outside = (times < 0) | (times >= self.max_frames)
+            rule = f"outside [0, {self.max_frames - 1}]; they wrap around modulo {self.max_frames} (official convention)"
+        if not outside.any():
+            return None
+        shown = ", ".join(f"{v:g}" for v in times[outside].flatten()[:5].tolist())
+        return f"{int(outside.sum())} {what} ({shown}{', ...' if int(outside.sum()) > 5 else ''}) lie {rule}."
+
     def apply(self, times) -> torch.Tensor:
         """``tau = t / (max_frames - 1) * 2 - 1`` (float32, same shape as ``times``)."""
         t = self.frame_times(times)

@@ -13,8 +13,10 @@ memory equal renders from the joint call.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -37,13 +39,18 @@ from .normalization import (
     resize_and_center_crop_cameras,
 )
 from .scene import Scene, load_scene, select_frames
+from .validation import check_int
 from .video import VIDEO_SUFFIXES, read_video
 
 __all__ = ["FSMNormalization", "FSMPipeline", "FSMPipelineOutput", "resolve_device"]
 
 #: Library name written for the model component in ``model_index.json``.
 COMPONENT_LIBRARY = "fsm_hf"
+#: ``FSMPipeline.from_pretrained("builtin")`` loads the model shipped inside the package.
+BUILTIN_MODEL_ALIAS = "builtin"
 OUTPUT_TYPES = ("pil", "np", "pt")
+#: How :meth:`FSMPipeline.select_input_views` picks the input frames of a scene.
+FRAME_SELECTIONS = ("evenly", "every", "all")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 _SCENE_SUFFIXES = (".jsonl", ".json")
 
@@ -168,6 +175,10 @@ def _to_unit_float(images: torch.Tensor) -> torch.Tensor:
     if not images.is_floating_point():
         raise TypeError(f"Images must be uint8 or float in [0, 1], got dtype {images.dtype}.")
     images = images.float()
+    finite = torch.isfinite(images).flatten(1).all(dim=1)  # [N]
+    if not finite.all():
+        bad = (~finite).nonzero().flatten().tolist()
+        raise ValueError(f"Images must be finite; got NaN or inf in image(s) {bad[:10]}{'...' if len(bad) > 10 else ''}.")
     if images.numel() and (images.min() < -1e-3 or images.max() > 1 + 1e-3):
         raise ValueError(
             f"Float images must lie in [0, 1], got values in [{images.min().item():.3g}, {images.max().item():.3g}]."
@@ -297,13 +308,13 @@ class FSMPipeline(DiffusionPipeline):
             raise TypeError(f"`model` must be an FSM model (FSMPreTrainedModel), got {type(model).__name__}.")
         self.register_modules(model=model)
         height, width = self._check_resolution(model.config.image_size if resolution is None else resolution, model)
-        if isinstance(num_input_views, bool) or not isinstance(num_input_views, int) or num_input_views < 1:
-            raise ValueError(f"num_input_views must be a positive integer, got {num_input_views!r}.")
+        num_input_views = check_int(num_input_views, "num_input_views")
+        if max_views_per_batch is not None:
+            max_views_per_batch = check_int(max_views_per_batch, "max_views_per_batch")
         if time_convention not in TIME_CONVENTIONS:
             raise ValueError(f"time_convention must be one of {list(TIME_CONVENTIONS)}, got {time_convention!r}.")
         max_frames = model.config.max_frames if max_frames is None else max_frames
-        if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 2:
-            raise ValueError(f"max_frames must be an integer >= 2, got {max_frames!r}.")
+        max_frames = check_int(max_frames, "max_frames", minimum=2)
         self.register_to_config(
             resolution=[height, width],
             num_input_views=num_input_views,
@@ -368,12 +379,15 @@ class FSMPipeline(DiffusionPipeline):
         """Load a pipeline folder (``model_index.json`` + ``model/``) from disk or the Hub.
 
         Args:
-            pretrained_model_name_or_path: a local folder, or a Hub repository id (downloaded with
-                ``huggingface_hub.snapshot_download``, cached).
+            pretrained_model_name_or_path: a local folder, a Hub repository id (downloaded with
+                ``huggingface_hub.snapshot_download``, cached), or ``"builtin"``: the small model shipped
+                inside the package (the one ``fsm demo`` runs; no download).
             revision, cache_dir, local_files_only, token: passed to ``snapshot_download``.
-            torch_dtype: dtype of the model weights (default: as stored).
+            torch_dtype: dtype of the model weights (default: as stored). With ``torch.bfloat16`` or
+                ``torch.float16`` the pipeline runs the model under autocast to that dtype: geometry,
+                the fast-weight learning rates and the fast weights themselves stay fp32.
             **kwargs: pipeline settings (``resolution``, ``num_input_views``, ``time_convention``,
-                ``max_frames``) override ``model_index.json``; anything else goes to the model's
+                ``max_frames``, ``max_views_per_batch``) override ``model_index.json``; anything else goes to the model's
                 ``from_pretrained`` (loading options such as ``device_map``, or config field overrides
                 such as ``newton_schulz_dtype="float32"``).
 
@@ -398,7 +412,7 @@ class FSMPipeline(DiffusionPipeline):
         model_class = getattr(fsm_hf, class_name, None)
         if not (isinstance(model_class, type) and issubclass(model_class, FSMPreTrainedModel)):
             raise ValueError(f"{index_path}: {class_name!r} is not an FSM model class of fsm_hf.")
-        settings = ("resolution", "num_input_views", "time_convention", "max_frames")
+        settings = ("resolution", "num_input_views", "time_convention", "max_frames", "max_views_per_batch")
         pipe_kwargs = {k: index[k] for k in settings if k in index}
         pipe_kwargs.update({k: kwargs.pop(k) for k in settings if k in kwargs})
         model_kwargs = dict(kwargs)
@@ -416,6 +430,10 @@ class FSMPipeline(DiffusionPipeline):
         if path.is_dir():
             return path
         name = str(name_or_path)
+        if name == BUILTIN_MODEL_ALIAS:
+            from .demo import builtin_model_path
+
+            return builtin_model_path()
         looks_local = path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1
         if looks_local or path.exists():
             raise FileNotFoundError(f"Pipeline folder not found: {name} (expected a folder or a Hub id 'owner/name').")
@@ -479,23 +497,14 @@ class FSMPipeline(DiffusionPipeline):
         if frame_selection == "all":
             return scene
         if frame_selection == "every":
-            if isinstance(frame_stride, bool) or not isinstance(frame_stride, int) or frame_stride < 1:
-                raise ValueError(f"frame_selection='every' needs an integer frame_stride >= 1, got {frame_stride!r}.")
+            frame_stride = check_int(frame_stride, "frame_stride (with frame_selection='every')")
             return scene.select(select_frames(len(scene), "every", k=frame_stride))
-        if frame_selection != "evenly":
-            raise ValueError(f"frame_selection must be 'evenly', 'every' or 'all', got {frame_selection!r}.")
+        if frame_selection not in FRAME_SELECTIONS:
+            raise ValueError(f"frame_selection must be one of {list(FRAME_SELECTIONS)}, got {frame_selection!r}.")
         if num_input_views is None:
             n = min(self.config.num_input_views, len(scene))
-        elif (
-            isinstance(num_input_views, bool)
-            or not isinstance(num_input_views, int)
-            or not 1 <= num_input_views <= len(scene)
-        ):
-            raise ValueError(
-                f"num_input_views must be an integer in [1, {len(scene)}] for this scene, got {num_input_views!r}."
-            )
         else:
-            n = num_input_views
+            n = check_int(num_input_views, "num_input_views (for this scene)", maximum=len(scene))
         return scene.select(select_frames(len(scene), "evenly", n=n))
 
     def _resolve_inputs(
@@ -503,6 +512,13 @@ class FSMPipeline(DiffusionPipeline):
         frame_selection: str = "evenly", frame_stride: Optional[int] = None,
     ) -> Tuple[torch.Tensor, Cameras, torch.Tensor]:  # fmt: skip
         """Validate and load the inputs: images ``[N, 3, H, W]``, their cameras, raw times ``[N]``."""
+        if frame_selection not in FRAME_SELECTIONS:
+            raise ValueError(f"frame_selection must be one of {list(FRAME_SELECTIONS)}, got {frame_selection!r}.")
+        if images is not None and (num_input_views is not None or frame_selection != "evenly" or frame_stride is not None):
+            raise ValueError(
+                "num_input_views, frame_selection and frame_stride choose frames of a scene given as `cameras` "
+                "with images=None; with explicit `images` every image is read (pass the subset you want)."
+            )
         if isinstance(cameras, (str, os.PathLike)):
             cameras = load_scene(cameras)
         if isinstance(cameras, Scene):
@@ -560,6 +576,9 @@ class FSMPipeline(DiffusionPipeline):
         time = None
         if self.model.config.use_time:
             time = TimeNormalization.fit(times, time_convention, self.config.max_frames)
+            message = time.range_warning(times, "input times")
+            if message:
+                warnings.warn(message, stacklevel=4)
         normalization = FSMNormalization(pose, time)
         device = self._execution_device
         return _PreparedInputs(
@@ -575,6 +594,8 @@ class FSMPipeline(DiffusionPipeline):
     def _reconstruct(self, inputs: _PreparedInputs, max_views_per_batch: Optional[int] = None) -> FSMMemory:
         if max_views_per_batch is None:
             max_views_per_batch = self.config.max_views_per_batch
+        else:
+            max_views_per_batch = check_int(max_views_per_batch, "max_views_per_batch")
         bar = self.progress_bar(total=None, desc="reconstruct")
 
         def advance(done: int, total: int) -> None:
@@ -582,10 +603,11 @@ class FSMPipeline(DiffusionPipeline):
             bar.update(done - bar.n)
 
         try:
-            memory = self.model.reconstruct(
-                inputs.images, inputs.fxfycxcy, inputs.c2w, inputs.times,
-                max_views_per_batch=max_views_per_batch, progress=advance,
-            )  # fmt: skip
+            with self._weights_autocast():
+                memory = self.model.reconstruct(
+                    inputs.images, inputs.fxfycxcy, inputs.c2w, inputs.times,
+                    max_views_per_batch=max_views_per_batch, progress=advance,
+                )  # fmt: skip
         finally:
             bar.close()
         memory.normalization = inputs.normalization.to_dict()
@@ -595,6 +617,15 @@ class FSMPipeline(DiffusionPipeline):
             time_convention=None if inputs.normalization.time is None else inputs.normalization.time.convention,
         )
         return memory
+
+    def _weights_autocast(self):
+        """Autocast to the weights' dtype when they are half precision (``torch_dtype=torch.bfloat16``,
+        ``pipe.to(torch.float16)``): the model keeps its geometry, learning rates and fast-weight
+        updates in fp32, so its products then meet operands of both dtypes. A no-op for fp32/fp64."""
+        dtype = self.model.dtype
+        if dtype not in (torch.float16, torch.bfloat16):
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self._execution_device.type, dtype=dtype)
 
     def _check_targets(self, target_cameras: Any, target_times: Any) -> Optional[torch.Tensor]:
         """Validate the targets; returns the raw target times ``[T]`` (``None`` for 3D models)."""
@@ -671,7 +702,7 @@ class FSMPipeline(DiffusionPipeline):
         self._check_output_args(output_type, batch_size)
         if not isinstance(memory, FSMMemory):
             raise TypeError(f"`memory` must be an FSMMemory, got {_describe(memory)}.")
-        memory.check_compatible(self.model.config.memory_signature)
+        memory.check_compatible(self.model.config.memory_signature)  # before any work (model.render checks it too)
         if memory.batch_size != 1:
             raise ValueError(f"FSMPipeline renders one scene at a time; this memory holds {memory.batch_size}.")
         if not memory.normalization or "normalized_from_world" not in memory.normalization:
@@ -687,12 +718,17 @@ class FSMPipeline(DiffusionPipeline):
             if normalization.time is None:
                 raise ValueError("This memory has no time normalisation but the model has a time channel.")
             tau = normalization.time.apply(raw_times)  # [T]
+            message = normalization.time.range_warning(raw_times, "target times")
+            if message:
+                warnings.warn(message, stacklevel=3)
 
         # 2. Target cameras at the memory's resolution, in the normalised frame.
         height, width = memory.image_size
         cameras = resize_and_center_crop_cameras(target_cameras, height, width)
         device = self._execution_device
-        memory = memory.to(device)
+        # the fast weights' dtype as reconstruct makes them (fp32, or fp64 for an fp64 model), whatever
+        # the memory was cast to since
+        memory = memory.to(device, dtype=torch.promote_types(self.model.dtype, torch.float32))
         fxfycxcy = cameras.fxfycxcy.to(device)  # [T, 4]
         c2w = normalization.pose.apply(cameras.c2w).to(device)  # [T, 4, 4]
         tau = None if tau is None else tau.to(device)  # [T]
@@ -702,9 +738,10 @@ class FSMPipeline(DiffusionPipeline):
         with self.progress_bar(total=num_targets, desc="Rendering views") as bar:
             for start in range(0, num_targets, batch_size):
                 sl = slice(start, start + batch_size)
-                rendered = self.model.render(
-                    memory, fxfycxcy[None, sl], c2w[None, sl], None if tau is None else tau[None, sl]
-                )  # [1, t, 3, h, w]
+                with self._weights_autocast():
+                    rendered = self.model.render(
+                        memory, fxfycxcy[None, sl], c2w[None, sl], None if tau is None else tau[None, sl]
+                    )  # [1, t, 3, h, w]
                 chunks.append(rendered[0].float())
                 bar.update(chunks[-1].shape[0])
         images = torch.cat(chunks).clamp(0.0, 1.0)  # [T, 3, h, w]
@@ -712,15 +749,14 @@ class FSMPipeline(DiffusionPipeline):
         # 4. Postprocess.
         images = self._postprocess(images, output_type)
         if not return_dict:
-            return (images, None, memory, normalization)
+            return (images, memory.gaussians, memory, normalization)
         return FSMPipelineOutput(images=images, gaussians=memory.gaussians, memory=memory, normalization=normalization)
 
     @staticmethod
     def _check_output_args(output_type: str, batch_size: int) -> None:
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {list(OUTPUT_TYPES)}, got {output_type!r}.")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        check_int(batch_size, "batch_size")
 
     @staticmethod
     def _postprocess(images: torch.Tensor, output_type: str):
@@ -785,6 +821,11 @@ class FSMPipeline(DiffusionPipeline):
         self._check_output_args(output_type, batch_size)
         if target_cameras is not None:
             self._check_targets(target_cameras, target_times)
+        elif target_times is not None:
+            raise ValueError(
+                "target_times were given without target_cameras; without target cameras the input views are "
+                "re-rendered at their own times."
+            )
 
         # 2. Load, resize/crop and normalise the input views (normalisation fitted on them only).
         inputs = self._prepare(images, cameras, times, resolution, num_input_views, time_convention, frame_selection, frame_stride)

@@ -40,7 +40,7 @@ The 4D covariance is ``R diag(exp(scale_0..2, scale_t))^2 R^T`` with ``R`` the r
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Union
+from typing import List, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -48,6 +48,8 @@ import torch
 from modeling.gaussians import Gaussians4D, covariance_to_quats_scales, prune_by_marginal, slice_gaussians
 
 PathLike = Union[str, os.PathLike]
+#: ``model(...).gaussians``, or the dict of tensors of ``FSMPipeline(...).gaussians`` / ``FSMMemory.gaussians``.
+GaussiansLike = Union[Gaussians4D, Mapping[str, torch.Tensor]]
 
 _FORMAT_COMMENT_3D = "fsm-hf 3d gaussian splat (4D Gaussians sliced at time {time!r}, model time units)"
 _FORMAT_COMMENT_4D = "fsm-hf 4d gaussians v1 (fields documented in fsm_hf/ply.py)"
@@ -72,6 +74,18 @@ def _write(path: PathLike, names: List[str], columns: torch.Tensor, comments: Li
     PlyData([PlyElement.describe(vertices, "vertex")], text=False, comments=comments).write(os.fspath(path))
 
 
+def _one_scene(gaussians: GaussiansLike, batch_index: int) -> Gaussians4D:
+    """Scene ``batch_index`` of ``gaussians`` (a ``Gaussians4D`` or its ``to_dict()``), batch of 1."""
+    if isinstance(gaussians, Mapping):
+        gaussians = Gaussians4D.from_dict(dict(gaussians))
+    if not isinstance(gaussians, Gaussians4D):
+        raise TypeError(f"Expected Gaussians4D or a dict of its tensors, got {type(gaussians).__name__}.")
+    batch_size = gaussians.batch_size
+    if isinstance(batch_index, bool) or not isinstance(batch_index, (int, np.integer)) or not 0 <= batch_index < batch_size:
+        raise IndexError(f"batch_index must be an integer in [0, {batch_size - 1}], got {batch_index!r}.")
+    return gaussians.select(int(batch_index))
+
+
 def _logit(p: torch.Tensor, eps: float = 1e-300) -> torch.Tensor:
     p = p.double().clamp(eps, 1.0 - 1e-16)
     return torch.log(p) - torch.log1p(-p)
@@ -80,7 +94,7 @@ def _logit(p: torch.Tensor, eps: float = 1e-300) -> torch.Tensor:
 @torch.no_grad()
 def export_ply(
     path: PathLike,
-    gaussians: Gaussians4D,
+    gaussians: GaussiansLike,
     time: float,
     batch_index: int = 0,
     scaling_modifier: float = 1.0,
@@ -90,8 +104,12 @@ def export_ply(
 
     Args:
         path: output file.
-        gaussians: :class:`~modeling.gaussians.Gaussians4D` (e.g. ``model(...).gaussians``).
-        time: model time in ``[-1, 1]`` (for a frame index ``f``: ``f / (max_frames - 1) * 2 - 1``).
+        gaussians: :class:`~modeling.gaussians.Gaussians4D` (``model(...).gaussians``) or the dict of
+            tensors a pipeline returns (``FSMPipeline(...).gaussians``). Pipeline Gaussians live in the
+            normalised scene frame the pipeline fitted on the inputs (``out.normalization.pose``).
+        time: model time in ``[-1, 1]``; for a pipeline's time units ``x``:
+            ``float(out.normalization.time.apply([x])[0])`` (a frame index ``f`` under the official
+            convention: ``f / (max_frames - 1) * 2 - 1``).
         scaling_modifier: multiplies every scale (the model's ``config.scaling_modifier``).
         prune_threshold: drop Gaussians whose temporal marginal is ``<=`` this
             (``config.temporal_threshold``, 0.05, matches the renderer); ``None`` keeps all.
@@ -99,7 +117,7 @@ def export_ply(
     Returns:
         The number of Gaussians written.
     """
-    one = gaussians.select(batch_index).map(lambda t: t.detach().double())  # float64: tiny opacities keep their logit
+    one = _one_scene(gaussians, batch_index).map(lambda t: t.detach().double())  # float64: tiny opacities keep their logit
     sliced = slice_gaussians(one, float(time), scaling_modifier)
     sliced = type(sliced)(*(x[0] for x in (sliced.means, sliced.covars, sliced.opacities, sliced.marginal, sliced.sh)))
     if prune_threshold is not None:
@@ -125,13 +143,14 @@ def export_ply(
 
 
 @torch.no_grad()
-def export_ply_4d(path: PathLike, gaussians: Gaussians4D, batch_index: int = 0) -> int:
-    """Write every parameter of the scene ``batch_index``'s 4D Gaussians (fields in the module doc).
+def export_ply_4d(path: PathLike, gaussians: GaussiansLike, batch_index: int = 0) -> int:
+    """Write every parameter of the scene ``batch_index``'s 4D Gaussians (fields in the module doc);
+    ``gaussians`` as for :func:`export_ply`.
 
     Returns:
         The number of Gaussians written.
     """
-    one = gaussians.select(batch_index).map(lambda t: t.detach().float()[0])
+    one = _one_scene(gaussians, batch_index).map(lambda t: t.detach().float()[0])
     n = one.means.shape[0]
     sh_names, sh_cols = _sh_columns(one.sh)
     names = ["x", "y", "z", "t", "nx", "ny", "nz", *sh_names, "opacity", "scale_0", "scale_1", "scale_2", "scale_t",

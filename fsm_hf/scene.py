@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from .cameras import Cameras
+from .validation import view_positions
 
 __all__ = [
     "SCENE_FORMATS",
@@ -180,16 +181,11 @@ class Scene:
     def _positions(self, indices: Optional[Sequence[int]]) -> List[int]:
         if indices is None:
             return list(range(len(self)))
-        if isinstance(indices, torch.Tensor):
-            indices = indices.flatten().tolist()
-        positions = [int(i) for i in indices]
-        bad = [i for i in positions if not -len(self) <= i < len(self)]
-        if bad:
-            raise IndexError(f"View indices {bad[:10]} out of range for a scene of {len(self)} views.")
-        return [i % len(self) for i in positions]
+        return view_positions(indices, len(self), "views of the scene")
 
     def select(self, indices: Sequence[int]) -> "Scene":
-        """The sub-scene of the given view positions (in that order); images stay lazy."""
+        """The sub-scene of the given view positions (in that order; negative from the end) or of a
+        boolean mask over the views; images stay lazy."""
         pos = self._positions(indices)
         if not pos:
             raise IndexError("Cannot select zero views from a Scene.")

@@ -813,8 +813,6 @@ class FSMSpace:
         """
         import torch
 
-        from modeling.gaussians import Gaussians4D
-
         from .pipeline_fsm import FSMNormalization
 
         state = self._check_state(state)
@@ -828,7 +826,7 @@ class FSMSpace:
             import plyfile  # noqa: F401
         except ImportError:
             raise SpaceError(".ply export needs the plyfile package (pip install plyfile).") from None
-        gaussians = Gaussians4D.from_dict({k: v.cpu() for k, v in state.memory.gaussians.items()})
+        gaussians = {k: v.cpu() for k, v in state.memory.gaussians.items()}
         folder = self._request_dir("ply-")
         if full_4d:
             path = folder / "fsm-gaussians-4d.ply"

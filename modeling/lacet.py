@@ -910,7 +910,9 @@ class LaCETLayer(nn.Module):
         else:  # the same division, in the projection's buffer: two [BH, L, d] buffers less
             q, k = q.div_(q_norm), k.div_(k_norm)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            lr = self.lr_fc(x.float())  # [B, L, 3H]
+            # fp32 whatever the weights' dtype (a no-op cast for fp32 weights)
+            weight, bias = self.lr_fc.weight.float(), None if self.lr_fc.bias is None else self.lr_fc.bias.float()
+            lr = F.linear(x.float(), weight, bias)  # [B, L, 3H]
         lr = F.softplus(lr.float() + self.base_lr_inv)
         lr = lr.reshape(b, l, 3, h, 1).permute(2, 0, 3, 1, 4).reshape(3, b * h, l, 1)  # [3, BH, L, 1]
         return q, k, v, (lr[0], lr[1], lr[2])

@@ -258,3 +258,19 @@ def test_round_trips_hold_for_random_cameras(n, seed, fov):
     assert math.isclose(cams.fxfycxcy[0, 0].item(), 0.5 * W / math.tan(fov / 2), rel_tol=1e-5)
     again = Cameras.from_arrays(cams.w2c, cams.normalized_fxfycxcy, W, H, pose_type="w2c", intrinsics_type="normalized")
     assert_same(again, cams, atol=1e-4)
+
+
+def test_selection_by_mask_negative_and_reversed_indices_and_no_floats():
+    c2w = torch.eye(4).repeat(5, 1, 1)
+    c2w[:, 0, 3] = torch.arange(5.0)
+    cams = Cameras(c2w, torch.tensor([[20.0, 20.0, 16.0, 16.0]]).repeat(5, 1), width=32, height=32)
+    x = lambda c: c.c2w[:, 0, 3].tolist()  # noqa: E731
+    assert x(cams[torch.tensor([True, False, True, False, True])]) == [0.0, 2.0, 4.0]
+    assert x(cams[np.array([False, True, False, False, False])]) == [1.0]
+    assert x(cams[::-1]) == [4.0, 3.0, 2.0, 1.0, 0.0] and x(cams[-1]) == [4.0] and x(cams[np.int64(2)]) == [2.0]
+    with pytest.raises(IndexError, match="integer positions or a boolean mask"):
+        cams[1.5]
+    with pytest.raises(IndexError, match="integer positions or a boolean mask"):
+        cams[torch.tensor([1.0])]
+    with pytest.raises(IndexError, match=r"boolean mask over 5 views must have shape \[5\]"):
+        cams[[True, False]]

@@ -378,7 +378,7 @@ def test_clip_determinism_and_saved_memory(pipe, clip, tmp_path):
 def test_clip_num_input_views(pipe):
     memory = pipe.reconstruct(None, SCENE_FILE, num_input_views=2, resolution=16)
     assert memory.metadata["num_input_views"] == 2 and memory.image_size == (16, 16)
-    with pytest.raises(ValueError, match=r"num_input_views must be an integer in \[1, 199\].*got 500"):
+    with pytest.raises(ValueError, match=r"num_input_views \(for this scene\) must be an integer in \[1, 199\].*got 500"):
         pipe.reconstruct(None, SCENE_FILE, num_input_views=500)
 
 
@@ -398,6 +398,18 @@ def test_gaussian_model_pipeline_returns_gaussians(views, tmp_path):
     assert out.gaussians is not None and out.gaussians["means"].shape[-1] == 3
     again = pipe.render(out.memory, targets, target_times, output_type="pt")
     assert torch.equal(again.images, out.images)
+    images_tuple, gaussians_tuple, _, _ = pipe(images, cams, times, targets, target_times, return_dict=False)
+    assert gaussians_tuple is not None and torch.equal(gaussians_tuple["means"], out.gaussians["means"])
+
+    # the pipeline's Gaussians (a dict of tensors) go straight to the .ply exporters
+    pytest.importorskip("plyfile")
+    from fsm_hf.ply import export_ply, export_ply_4d
+
+    tau = float(out.normalization.time.apply(target_times[:1])[0])
+    assert export_ply(tmp_path / "a.ply", out.gaussians, tau) > 0
+    assert export_ply_4d(tmp_path / "a4.ply", out.gaussians) == out.gaussians["means"].shape[1]
+    with pytest.raises(IndexError, match=r"batch_index must be an integer in \[0, 0\], got 3"):
+        export_ply(tmp_path / "b.ply", out.gaussians, tau, batch_index=3)
 
 
 def test_long_sequences_any_frame_selection_and_bounded_memory_give_the_same_memory(tmp_path):
@@ -416,3 +428,92 @@ def test_long_sequences_any_frame_selection_and_bounded_memory_give_the_same_mem
     assert plain.metadata["num_input_views"] == bounded.metadata["num_input_views"] == 24
     for a, b in zip(plain.fast_weights, bounded.fast_weights):
         torch.testing.assert_close(a.w0, b.w0, atol=1e-4, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs that used to pass silently
+# ----------------------------------------------------------------------------------------------
+def test_non_finite_images_are_rejected(pipe, views):
+    images, cams, times, targets, target_times = views
+    bad = images.clone()
+    bad[3, 0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match=r"finite; got NaN or inf in image\(s\) \[3\]"):
+        pipe(bad, cams, times, targets, target_times)
+
+
+def test_arguments_that_cannot_apply_are_errors(pipe, views):
+    images, cams, times, targets, target_times = views
+    with pytest.raises(ValueError, match="with explicit `images` every image is read"):
+        pipe(images, cams, times, targets, target_times, num_input_views=2)
+    with pytest.raises(ValueError, match="frame_selection must be one of"):
+        pipe(images, cams, times, targets, target_times, frame_selection="bogus")
+    with pytest.raises(ValueError, match="target_times were given without target_cameras"):
+        pipe(images, cams, times, target_times=target_times)
+    for value in (0, -1, 2.5, "2"):
+        with pytest.raises(ValueError, match="max_views_per_batch must be a positive integer"):
+            pipe(images, cams, times, targets, target_times, max_views_per_batch=value)
+        with pytest.raises(ValueError, match="max_views_per_batch must be a positive integer"):
+            FSMPipeline(model=pipe.model, max_views_per_batch=value)
+    # numpy integers are integers
+    assert FSMPipeline(model=pipe.model, num_input_views=np.int64(3)).config.num_input_views == 3
+
+
+def test_max_views_per_batch_is_a_saved_setting(pipe, tmp_path):
+    FSMPipeline(model=pipe.model, max_views_per_batch=3).save_pretrained(tmp_path / "p")
+    assert FSMPipeline.from_pretrained(tmp_path / "p").config.max_views_per_batch == 3
+    assert FSMPipeline.from_pretrained(tmp_path / "p", max_views_per_batch=2).config.max_views_per_batch == 2
+
+
+def test_times_outside_the_trained_range_warn(pipe, views):
+    images, cams, times, targets, _ = views
+    with pytest.warns(UserWarning, match=r"2 target times \(-3, 70\) lie outside \[0, 63\]; they wrap around modulo 64"):
+        pipe(images, cams, times, targets, [-3, 9, 70])
+    training = FSMPipeline(model=pipe.model, time_convention="training")
+    training.set_progress_bar_config(disable=True)
+    with pytest.warns(UserWarning, match=r"1 target times \(25\) lie outside the input views' time span \[0, 20\]"):
+        training(images, cams, times, targets, [1.0, 9.0, 25.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        training(images, cams, times, targets, [1.0, 9.0, 20.0])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_other_weight_dtypes_render_close_to_fp32(pipe_dir, pipe, views, dtype):
+    images, cams, times, targets, target_times = views
+    reference = pipe(images, cams, times, targets, target_times, output_type="pt")
+    other = FSMPipeline.from_pretrained(pipe_dir, torch_dtype=dtype)
+    other.set_progress_bar_config(disable=True)
+    assert other.model.dtype == dtype
+    out = other(images, cams, times, targets, target_times, output_type="pt")
+    assert out.images.dtype == torch.float32
+    tolerance = 1e-5 if dtype == torch.float64 else 0.05
+    assert (out.images - reference.images).abs().max() < tolerance
+    # a memory cast to another dtype renders like the one reconstruct made
+    for memory_dtype in (torch.float64, torch.bfloat16):
+        again = other.render(out.memory.to(dtype=memory_dtype), targets, target_times, output_type="pt")
+        assert (again.images - out.images).abs().max() < (1e-5 if memory_dtype == torch.float64 else 0.05)
+    cast = reference.memory.to(dtype=torch.float16)
+    assert cast.fast_weights[0].w0.dtype == torch.float16
+    assert all(v.dtype == reference.memory.normalization[k].dtype for k, v in cast.normalization.items())
+
+
+def test_memory_from_other_weights_of_the_same_configuration_warns(pipe, views):
+    images, cams, times, targets, target_times = views
+    memory = pipe.reconstruct(images, cams, times)
+    assert memory.metadata["weights_fingerprint"] == pipe.model.weights_fingerprint()
+    other = FSMPipeline(model=tiny_model(seed=1), num_input_views=4)
+    other.set_progress_bar_config(disable=True)
+    with pytest.warns(UserWarning, match="built by a model with other weights"):
+        other.render(memory, targets, target_times)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pipe.render(memory, targets, target_times)
+        # the bf16 copy of the same weights is the same model
+        FSMPipeline(model=tiny_model().to(torch.bfloat16), num_input_views=4).render(memory, targets, target_times)
+
+
+def test_builtin_alias_loads_the_packaged_model():
+    from fsm_hf.demo import builtin_model_path
+
+    builtin = FSMPipeline.from_pretrained("builtin")
+    assert builtin.model.weights_fingerprint() == FSMPipeline.from_pretrained(builtin_model_path()).model.weights_fingerprint()

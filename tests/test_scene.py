@@ -266,8 +266,14 @@ def test_scene_from_tensors_and_validation():
     scene = Scene.from_tensors(cams, images, times=[0.0, 1.0, 2.0])
     assert torch.equal(scene.select([2, 0]).load_images(), images[[2, 0]])
     assert torch.equal(scene.load_images([-1]), images[[2]])
-    with pytest.raises(IndexError, match="out of range for a scene of 3 views"):
+    with pytest.raises(IndexError, match="out of range for 3 views of the scene"):
         scene.load_images([3])
+    mask = scene.select(np.array([True, False, True]))
+    assert mask.frame_indices == [0, 2] and torch.equal(mask.load_images(), images[[0, 2]])
+    with pytest.raises(IndexError, match="boolean mask over 3 views of the scene must have shape"):
+        scene.select([True, False])
+    with pytest.raises(IndexError, match="integer positions or a boolean mask"):
+        scene.select([0.5])
     with pytest.raises(ValueError, match="3 cameras but 2 times"):
         Scene.from_tensors(cams, images, times=[0.0, 1.0])
     with pytest.raises(ValueError, match=r"images must have shape \[3, 3, 6, 8\]"):

@@ -705,3 +705,69 @@ def test_training_loss_falls_on_the_example_clip(tmp_path):
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     assert last < 0.7 * first, losses
     assert (out / "samples" / "step-00000006.png").is_file()
+
+
+# ----------------------------------------------------------------------------------------------
+# Mistakes a user makes: caught before any training, with a message that names them
+# ----------------------------------------------------------------------------------------------
+def test_yaml_values_are_checked_against_their_types(tmp_path):
+    from fsm_hf.training import load_config
+
+    base = REPO_ROOT / "configs" / "tiny_cpu.yaml"
+    config = tmp_path / "c.yaml"
+    # YAML reads 1e-4 as a string and 'no' (quoted) as a string: both mean what they say
+    config.write_text(f"base: {base}\nlr: 1e-4\nimage_size: 32.0\nsort_by_time: 'no'\n")
+    cfg = load_config(["--config", str(config)])
+    assert cfg.lr == 1e-4 and cfg.image_size == 32 and isinstance(cfg.image_size, int) and cfg.sort_by_time is False
+    for line, field in (("image_size: 32.5", "image_size"), ("lr: fast", "lr"), ("betas: 0.9", "betas"),
+                        ("sort_by_time: maybe", "sort_by_time")):  # fmt: skip
+        config.write_text(f"base: {base}\n{line}\n")
+        with pytest.raises(ValueError, match=f"TrainingConfig.{field} must be"):
+            load_config(["--config", str(config)])
+
+
+def test_bad_settings_fail_before_training(tmp_path):
+    from fsm_hf.training import load_config, train
+
+    with pytest.raises(ValueError, match="num_target_views must be a positive integer"):
+        load_config(TINY + ["--num_target_views", "0"])
+    with pytest.raises(ValueError, match="push_to_hub must be a Hub repo id"):
+        load_config(TINY + ["--push_to_hub", "bad repo id!!"])
+    with pytest.raises(ValueError, match="lpips_net must be one of"):
+        load_config(TINY + ["--lpips_net", "vgg16"])
+    with pytest.raises(ValueError, match=r"unknown FSMConfig field\(s\) \['elastic_lamda'\]"):
+        train(load_config(TINY + ["--model_overrides", "elastic_lamda=0.3", "--output_dir", str(tmp_path / "o")]))
+    assert not (tmp_path / "o").exists()
+
+
+def test_command_line_mistakes_are_one_line_errors(capsys):
+    from fsm_hf.training.trainer import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(TINY + ["--lr_scheduler", "cosin"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "lr_scheduler must be one of" in err and "Traceback" not in err
+
+
+def test_runs_do_not_overwrite_each_other_and_resumed_logs_hold_each_step_once(tmp_path):
+    from fsm_hf import FSMPipeline
+    from fsm_hf.training import load_config, train
+
+    run = tmp_path / "run"
+    common = TINY + ["--save_every", "2", "--output_dir", str(run)]
+    final = train(load_config(common + ["--max_steps", "2"]))
+    # a preset has no pipeline settings: the final folder records how the model was trained
+    pipe = FSMPipeline.from_pretrained(final)
+    assert pipe.config.time_convention == "training" and pipe.config.num_input_views == 2
+    with pytest.raises(FileExistsError, match="already holds another run"):
+        train(load_config(common + ["--max_steps", "4"]))
+    with pytest.raises(ValueError, match="beyond max_steps = 1"):
+        train(load_config(common + ["--max_steps", "1", "--resume"]))
+    # a run killed after logging step 3 but before its step-4 checkpoint, then resumed from step 2
+    with (run / "train_log.jsonl").open("a") as log:
+        log.write(json.dumps({"step": 3, "loss": -1.0}) + "\n")
+    with pytest.warns(UserWarning, match=r"other data settings.*batch_size: 1 -> 2"):
+        train(load_config(common + ["--max_steps", "4", "--resume", "--batch_size", "2"]))
+    steps = [r["step"] for r in _log(run)]
+    assert steps == [1, 2, 3, 4] and all(r["loss"] > 0 for r in _log(run))

@@ -29,6 +29,7 @@ __all__ = ["TrainingConfig", "build_parser", "load_config", "parse_overrides", "
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 SCHEDULERS = ("cosine", "linear", "constant", "warmup_stable_decay")
 NORMALIZE_FROM = ("all", "inputs")
+LPIPS_NETS = ("vgg", "alex", "squeeze")
 
 
 @dataclass
@@ -172,10 +173,11 @@ class TrainingConfig:
             if not ok:
                 raise ValueError(f"TrainingConfig.{name} must be {expected}, got {getattr(self, name)!r}.")
 
-        for name in ("num_input_views", "max_steps", "batch_size", "grad_accum_steps", "window_size", "synthetic_frames"):
+        self._coerce_types()
+        for name in ("num_input_views", "num_target_views", "max_steps", "batch_size", "grad_accum_steps", "window_size", "synthetic_frames"):
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, "a positive integer")
-        for name in ("train_only_steps", "mixer_distillation_steps", "num_target_views", "target_input_views", "novel_target_views", "novel_view_pool_size", "warmup_steps", "grad_clip_warmup_steps", "l2_warmup_steps", "num_workers",
+        for name in ("train_only_steps", "mixer_distillation_steps", "target_input_views", "novel_target_views", "novel_view_pool_size", "warmup_steps", "grad_clip_warmup_steps", "l2_warmup_steps", "num_workers",
                      "save_every", "log_every", "image_every"):  # fmt: skip
             value = getattr(self, name)
             check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, name, "an integer >= 0")
@@ -189,6 +191,7 @@ class TrainingConfig:
         check(self.mixed_precision in MIXED_PRECISION, "mixed_precision", f"one of {list(MIXED_PRECISION)}")
         check(self.lr_scheduler in SCHEDULERS, "lr_scheduler", f"one of {list(SCHEDULERS)}")
         if self.lr_scheduler == "warmup_stable_decay":
+            check(self.warmup_steps < self.max_steps, "warmup_steps", f"below max_steps = {self.max_steps} with lr_scheduler 'warmup_stable_decay'")
             check(
                 isinstance(self.lr_decay_steps, int) and 0 < self.lr_decay_steps <= self.max_steps - self.warmup_steps,
                 "lr_decay_steps", f"an integer in [1, max_steps - warmup_steps = {self.max_steps - self.warmup_steps}] with lr_scheduler 'warmup_stable_decay'",
@@ -196,6 +199,14 @@ class TrainingConfig:
         else:
             check(self.lr_decay_steps is None, "lr_decay_steps", f"None: only lr_scheduler 'warmup_stable_decay' takes it, not {self.lr_scheduler!r}")
         check(self.normalize_from in NORMALIZE_FROM, "normalize_from", f"one of {list(NORMALIZE_FROM)}")
+        check(self.lpips_net in LPIPS_NETS, "lpips_net", f"one of {list(LPIPS_NETS)}")
+        if self.push_to_hub is not None:
+            from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+            try:
+                validate_repo_id(self.push_to_hub)
+            except HFValidationError as error:
+                raise ValueError(f"TrainingConfig.push_to_hub must be a Hub repo id 'owner/name': {error}") from None
         check(self.image_size is None or self.image_size >= 1, "image_size", "None or a positive integer")
         check(self.max_frames is None or self.max_frames >= 2, "max_frames", "None or an integer >= 2")
         check(isinstance(self.model_overrides, dict), "model_overrides", "a mapping of FSMConfig fields")
@@ -241,6 +252,20 @@ class TrainingConfig:
                 f"window_size = {self.window_size} frames."
             )
 
+    def _coerce_types(self) -> None:
+        """Check every field against its annotation (YAML gives ``1e-4`` as a string, ``32.0`` as a
+        float, ``no`` as a bool or a string): numbers written as strings and whole floats become
+        numbers, ``"yes"``/``"no"`` booleans; anything else raises naming the field."""
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), f.type
+            if value is None and (kind.startswith("Optional[") or kind in ("str", "Union[str, List[str]]")):
+                continue  # required strings (model, data) have their own message in validate
+            base = kind[len("Optional[") : -1] if kind.startswith("Optional[") else kind
+            converted = _coerce(value, base)
+            if converted is _INVALID:
+                raise ValueError(f"TrainingConfig.{f.name} must be {_TYPE_WORDS.get(kind, kind)}, got {value!r}.")
+            setattr(self, f.name, converted)
+
     def to_dict(self) -> Dict[str, Any]:
         """A plain (YAML/JSON-serialisable) dict of every field."""
         return dataclasses.asdict(self)
@@ -253,6 +278,49 @@ class TrainingConfig:
         if unknown:
             raise ValueError(f"Unknown training config key(s) {unknown}; known keys: {sorted(known)}.")
         return cls(**values)
+
+
+_INVALID = object()
+_TYPE_WORDS = {
+    "int": "an integer", "Optional[int]": "an integer or null", "float": "a number", "bool": "true or false",
+    "str": "a string", "Optional[str]": "a string or null", "List[float]": "a list of numbers",
+    "List[str]": "a list of strings", "Dict[str, Any]": "a mapping", "Union[str, List[str]]": "a string or a list of strings",
+}  # fmt: skip
+
+
+def _coerce(value: Any, kind: str) -> Any:
+    """``value`` as the annotated ``kind`` (see :meth:`TrainingConfig._coerce_types`), or ``_INVALID``."""
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        try:
+            return _bool(value) if isinstance(value, str) else _INVALID
+        except argparse.ArgumentTypeError:
+            return _INVALID
+    if kind in ("int", "float"):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                return _INVALID
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return _INVALID
+        if kind == "float":
+            return float(value)
+        return int(value) if float(value).is_integer() else _INVALID
+    if kind == "List[float]":
+        if not isinstance(value, (list, tuple)):
+            return _INVALID
+        items = [_coerce(v, "float") for v in value]
+        return _INVALID if any(v is _INVALID for v in items) else items
+    if kind == "List[str]":
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        return list(value) if ok else _INVALID
+    if kind == "str":
+        return value if isinstance(value, str) else _INVALID
+    if kind == "Union[str, List[str]]":
+        return value if isinstance(value, (str, list, tuple)) else _INVALID
+    return value  # Dict[str, Any]: checked by validate
 
 
 def parse_overrides(text: Union[str, Dict[str, Any], None]) -> Dict[str, Any]:
@@ -298,11 +366,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", default=None, help="YAML file whose keys are the flags below (base: other.yaml starts from another file)"
     )
-    defaults = TrainingConfig.__dataclass_fields__
+    choices = {"lr_scheduler": SCHEDULERS, "mixed_precision": MIXED_PRECISION, "normalize_from": NORMALIZE_FROM,
+               "lpips_net": LPIPS_NETS}  # fmt: skip
+    notes = {
+        "data": "sources PATH[:RATIO] or synthetic[:NUM_SCENES[:RATIO]], comma-separated (scene files, scene folders, "
+        "folders of scenes, procedural scenes)",
+        "model": "a preset name (a fresh random model), an FSMPipeline or model folder, or a Hub id",
+        "lpips_loss_weight": "LPIPS needs `pip install lpips` (and torchvision); 0 turns it off",
+        "push_to_hub": "a Hub repo id owner/name to push the final pipeline to",
+    }
     for f in dataclasses.fields(TrainingConfig):
         flag = f"--{f.name}"
-        default = defaults[f.name].default if f.default is not dataclasses.MISSING else "(see docs)"
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_text = f"default: {default}"
+        if f.name in choices:
+            help_text = f"one of {', '.join(choices[f.name])}; {help_text}"
+        if f.name in notes:
+            help_text = f"{notes[f.name]}; {help_text}"
         if f.name == "resume":
             parser.add_argument(flag, nargs="?", const="latest", default=argparse.SUPPRESS,
                                 help="resume from the latest checkpoint in output_dir, or from the given path")  # fmt: skip

@@ -24,6 +24,7 @@ config, and optionally pushed to the Hub.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import json
 import math
@@ -31,13 +32,14 @@ import os
 import re
 import shutil
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .config import TrainingConfig, config_summary, load_config
+from .config import TrainingConfig, build_parser, config_summary, load_config
 
 __all__ = [
     "CHECKPOINT_PREFIX",
@@ -66,6 +68,19 @@ def names_a_local_folder(name: str) -> bool:
     return Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") != 1
 
 
+def check_model_overrides(overrides: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """``overrides`` as a dict, after checking that every key is an ``FSMConfig`` field (a typo such as
+    ``elastic_lamda`` would otherwise be stored in the config and change nothing)."""
+    from ..configuration_fsm import FSMConfig
+
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(FSMConfig().to_dict()))
+    if unknown:
+        fields = sorted(inspect.signature(FSMConfig.__init__).parameters.keys() - {"self", "kwargs"})
+        raise ValueError(f"model_overrides: unknown FSMConfig field(s) {unknown}; FSMConfig's fields: {fields}.")
+    return overrides
+
+
 def load_model(name: str, overrides: Optional[Dict[str, Any]] = None) -> Tuple[torch.nn.Module, Dict[str, Any]]:
     """The model to finetune and the pipeline settings it came with.
 
@@ -81,7 +96,7 @@ def load_model(name: str, overrides: Optional[Dict[str, Any]] = None) -> Tuple[t
     from ..configuration_fsm import PRESETS, FSMConfig
     from ..modeling_fsm import FSMForNovelViewSynthesis
 
-    overrides = dict(overrides or {})
+    overrides = check_model_overrides(overrides)
     if name in PRESETS:
         config = FSMConfig.from_preset(name, **overrides)
         if config.head_type != "lvsm":
@@ -231,6 +246,51 @@ def resolve_resume(resume: Optional[str], output_dir: os.PathLike) -> Optional[P
     return path
 
 
+#: Settings whose change on resume changes which samples the remaining steps see.
+_DATA_STREAM_SETTINGS = (
+    "data", "seed", "batch_size", "grad_accum_steps", "num_input_views", "num_target_views", "target_input_views",
+    "novel_target_views", "novel_view_pool_size", "window_size", "sort_by_time", "synthetic_frames", "image_size",
+)  # fmt: skip
+
+
+def check_run_start(config: TrainingConfig, output_dir: Path) -> Optional[Path]:
+    """The checkpoint to resume from (``None``: a fresh run), after the checks that need no model.
+
+    A fresh run refuses an ``output_dir`` that already holds another run's checkpoints or final
+    model (its checkpoints would be pruned in favour of the old ones, its log appended to theirs).
+    A resumed run's checkpoint must not lie beyond ``max_steps`` (at it, there is nothing left to do),
+    and the run is warned when a setting that decides the data stream
+    differs from the checkpoint's (the run then no longer continues exactly).
+    """
+    resume_dir = resolve_resume(config.resume, output_dir)
+    if resume_dir is None:
+        existing = list_checkpoints(output_dir) if (output_dir / "checkpoints").is_dir() else []
+        if existing or (output_dir / "final").exists():
+            what = f"checkpoints up to {existing[-1].name}" if existing else "a final model"
+            hint = "" if config.resume else " pass --resume to continue it, or"
+            raise FileExistsError(
+                f"output_dir {str(output_dir)!r} already holds another run ({what});{hint} choose a new --output_dir."
+            )
+        return None
+    state = json.loads((resume_dir / TRAINER_STATE).read_text(encoding="utf-8"))
+    step = int(state["step"])
+    if step > config.max_steps:  # at max_steps exactly, resuming a finished run is a no-op (e.g. a requeued job)
+        raise ValueError(
+            f"--resume {resume_dir}: the checkpoint is at step {step}, beyond max_steps = {config.max_steps}; "
+            "raise --max_steps to continue it."
+        )
+    previous = state.get("config", {})
+    changed = {k: (previous[k], v) for k, v in config.to_dict().items() if k in _DATA_STREAM_SETTINGS and k in previous and previous[k] != v}
+    if changed:
+        detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        warnings.warn(
+            f"Resuming {resume_dir} with other data settings than it was trained with ({detail}): the run continues, "
+            "but not as the uninterrupted run would have.",
+            stacklevel=2,
+        )
+    return resume_dir
+
+
 def save_checkpoint(accelerator, output_dir: os.PathLike, step: int, state: Dict[str, Any], keep: int = 2) -> Path:
     """Save the Accelerate state and ``trainer_state.json`` as ``output_dir/checkpoints/checkpoint-<step>``.
 
@@ -278,6 +338,10 @@ def save_final_pipeline(model, config: TrainingConfig, settings: Dict[str, Any],
     folder = Path(folder)
     model.config.image_size = image_size
     kwargs = {k: v for k, v in settings.items() if k in PIPELINE_SETTINGS}
+    if "time_convention" not in kwargs:  # a preset or a bare model folder: record how it was trained
+        kwargs.update(time_convention="training", num_input_views=config.num_input_views)
+    if config.max_frames is not None:
+        kwargs["max_frames"] = config.max_frames
     kwargs["resolution"] = [image_size, image_size]
     pipe = FSMPipeline(model=model, **kwargs)
     pipe.save_pretrained(folder)
@@ -318,10 +382,17 @@ def parameter_checksum(model: torch.nn.Module) -> str:
 
 
 class _JsonlLogger:
-    """Appends metric dicts to ``output_dir/train_log.jsonl`` (main process)."""
+    """Appends metric dicts to ``output_dir/train_log.jsonl`` (main process). Records after
+    ``start_step`` (logged by a run that was interrupted after its last checkpoint and resumed
+    from it) are dropped first, so the log holds every step once."""
 
-    def __init__(self, path: Path, enabled: bool):
+    def __init__(self, path: Path, enabled: bool, start_step: int = 0):
         self.path, self.enabled = path, enabled
+        if enabled and path.is_file():
+            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+            kept = [line for line in lines if json.loads(line).get("step", 0) <= start_step]
+            if len(kept) != len(lines):
+                path.write_text("".join(kept), encoding="utf-8")
 
     def __call__(self, record: Dict[str, Any]) -> None:
         if self.enabled:
@@ -356,10 +427,14 @@ def train(config: TrainingConfig) -> Path:
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from .data import ShardedSequentialSampler
+    from .data import ShardedSequentialSampler, parse_data_spec
     from .losses import FSMLoss
 
     output_dir = Path(config.output_dir)
+    resume_dir = check_run_start(config, output_dir)
+    check_model_overrides(config.model_overrides)
+    parse_data_spec(config.data)  # a malformed spec fails before the model is built
+    loss_fn = FSMLoss(config.l2_loss_weight, config.lpips_loss_weight, config.l2_warmup_steps, config.lpips_net)
     use_tensorboard = config.tensorboard and _tensorboard_available()
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
@@ -368,6 +443,8 @@ def train(config: TrainingConfig) -> Path:
         project_dir=str(output_dir),
     )
     is_main = accelerator.is_main_process
+    if resume_dir is None and config.resume:
+        accelerator.print(f"--resume: {output_dir} holds no checkpoint yet; starting a fresh run.")
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         if config.tensorboard and not use_tensorboard:
@@ -382,12 +459,10 @@ def train(config: TrainingConfig) -> Path:
     image_size = config.image_size or model.config.image_size
     if image_size % model.config.patch_size:
         raise ValueError(f"image_size {image_size} must be a multiple of the patch size {model.config.patch_size}.")
-    resume_dir = resolve_resume(config.resume, output_dir)
     if config.reset_elastic_buffers and resume_dir is None:
         model.reset_elastic_buffers()  # anchors from the weights being finetuned (official behaviour)
     if config.activation_checkpointing:
         model.gradient_checkpointing_enable()
-    loss_fn = FSMLoss(config.l2_loss_weight, config.lpips_loss_weight, config.l2_warmup_steps, config.lpips_net)
     loss_fn.to(accelerator.device)
     distillation = None
     if config.mixer_distillation_teacher is not None:
@@ -431,7 +506,7 @@ def train(config: TrainingConfig) -> Path:
         accelerator.print("LaCET output scales matched to the teacher's: " + ", ".join(f"x{f:.3f}" for f in factors))
 
     # 3. Loop.
-    log = _JsonlLogger(output_dir / "train_log.jsonl", is_main)
+    log = _JsonlLogger(output_dir / "train_log.jsonl", is_main, start_step=step)
     run_state = {"world_size": accelerator.num_processes, "samples_per_step_per_process": samples_per_step,
                  "config": config.to_dict()}  # fmt: skip
     if is_main:
@@ -528,7 +603,10 @@ def train(config: TrainingConfig) -> Path:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of ``finetune.py``: parse flags (over ``--config`` YAML), train, print the output folder."""
-    config = load_config(argv)
+    try:
+        config = load_config(argv)
+    except (ValueError, FileNotFoundError) as error:  # a mistake in the flags or the YAML: one line, no traceback
+        build_parser().error(str(error))
     final = train(config)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"Finetuned pipeline written to {final}")
