@@ -184,9 +184,12 @@ def push_folder(
 
     ``folder`` is an ``FSMPipeline`` folder (``model_index.json`` + ``model/``) or a model folder
     (``config.json`` + safetensors). The repository is created when missing (``private`` applies then)
-    and the branch ``revision`` too. When the folder has no README.md, one is generated from its
-    config (for a pipeline folder, ``model/README.md`` is used when present); nothing is written into
-    ``folder``. ``card_kwargs`` (``provenance``, ``eval_results``, ...) go to the generated card.
+    and the branch ``revision`` too; a ``repo_id`` without a namespace goes to the token's. When the
+    folder has no README.md, one is generated from its config (for a pipeline folder, ``model/README.md``
+    is used when present); a card written with the placeholder repository id (as the converters and
+    ``finetune.py`` write them) is addressed to ``repo_id``. Nothing is written into ``folder``.
+    ``card_kwargs`` (``provenance``, ``eval_results``, ...) go to the generated card; giving them for a
+    folder that has a card is an error (they would be ignored).
     ``include_code=True`` (model folders only) also uploads the bundled model code and a config.json with
     ``auto_map`` (see :func:`write_remote_code`).
 
@@ -211,23 +214,35 @@ def push_folder(
         files, config = remote_code_files(layout.config)
         generated.update({name: text.encode("utf-8") for name, text in files.items()})
         generated["config.json"] = _config_json(config).encode("utf-8")
-    if not (folder / "README.md").is_file():
-        model_card = layout.model_dir / "README.md"
-        if layout.kind == "pipeline" and model_card.is_file():
-            generated["README.md"] = model_card.read_bytes()
-        else:
-            generated["README.md"] = _card_for_config(layout, repo_id, include_code, card_kwargs).encode("utf-8")
+    existing_card = folder / "README.md"
+    if not existing_card.is_file() and layout.kind == "pipeline" and (layout.model_dir / "README.md").is_file():
+        existing_card = layout.model_dir / "README.md"
+    if existing_card.is_file():
+        if card_kwargs:
+            raise ValueError(
+                f"{str(folder)!r} already has a model card ({existing_card.relative_to(folder)}), so the card arguments "
+                f"{sorted(card_kwargs)} would be ignored: remove that README.md to generate a new card, or push without them."
+            )
 
-    operations = [
-        CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=str(path))
-        for path_in_repo, path in _files_to_upload(folder)
-        if path_in_repo not in generated
-    ]
-    operations += [CommitOperationAdd(path_in_repo=name, path_or_fileobj=data) for name, data in generated.items()]
+    def card_for(full_repo_id: str) -> str:
+        if existing_card.is_file():
+            return _card_for_repo(existing_card.read_text(encoding="utf-8"), full_repo_id)
+        return _card_for_config(layout, full_repo_id, include_code, card_kwargs)
+
+    if not existing_card.is_file():
+        card_for(repo_id)  # a bad card argument fails before the Hub is contacted
 
     api = HfApi(token=token)
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True)
+        # "name" alone is created under the token's namespace: the card and the commit use the full id
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        generated["README.md"] = card_for(repo_id).encode("utf-8")
+        operations = [
+            CommitOperationAdd(path_in_repo=path_in_repo, path_or_fileobj=str(path))
+            for path_in_repo, path in _files_to_upload(folder)
+            if path_in_repo not in generated
+        ]
+        operations += [CommitOperationAdd(path_in_repo=name, path_or_fileobj=data) for name, data in generated.items()]
         if revision is not None and not revision.startswith("refs/pr/"):
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         info = api.create_commit(
@@ -258,6 +273,15 @@ def _files_to_upload(folder: Path) -> List[Tuple[str, Path]]:
             continue
         files.append((relative.as_posix(), path))
     return files
+
+
+def _card_for_repo(card: str, repo_id: str) -> str:
+    """A card written before its repository was known (converter and finetuning outputs use the
+    placeholder id in their usage snippet and ``model-index``), addressed to ``repo_id``."""
+    from .model_card import PLACEHOLDER_REPO_ID
+
+    card = card.replace(PLACEHOLDER_REPO_ID, repo_id)
+    return card.replace(f"- name: {PLACEHOLDER_REPO_ID.split('/')[-1]}\n", f"- name: {repo_id.split('/')[-1]}\n")
 
 
 def _card_for_config(layout: FolderLayout, repo_id: str, include_code: bool, card_kwargs: Dict[str, Any]) -> str:

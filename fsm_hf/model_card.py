@@ -69,8 +69,10 @@ def generate_model_card(
             id of the source weights, e.g. ``"cc-by-nc-sa-4.0"`` or ``"other"``); optional ``source_url``
             and ``license_note``. Any other key is listed as is.
         eval_results: evaluation scores, either rows ``{"dataset": ..., "metric": ..., "value": ...}``
-            (optional ``dataset_id`` (Hub id), ``split``, ``setting``, e.g. ``"16 input views"``) or a
-            mapping ``{dataset: {metric: value}}``.
+            (optional ``dataset_id`` (Hub id), ``split``, ``setting``, e.g. ``"16 input views"``, and
+            ``reference: True`` for a score of a reference method such as a baseline: listed in the
+            card's table, not in the ``model-index`` results of this model) or a mapping
+            ``{dataset: {metric: value}}``.
         base_model: Hub id(s) of the checkpoint this one was finetuned from.
         datasets: Hub id(s) of the training / finetuning datasets.
         license: licence id of these weights for the metadata header; default: the source's licence
@@ -115,8 +117,9 @@ def generate_model_card(
         metadata["base_model"] = base_models[0] if len(base_models) == 1 else base_models
     if dataset_ids:
         metadata["datasets"] = dataset_ids
-    if rows:
-        metadata["model-index"] = _model_index(rows, repo_id or PLACEHOLDER_REPO_ID, metadata["pipeline_tag"])
+    own_rows = [row for row in rows if not row.get("reference")]
+    if own_rows:  # scores of reference methods stay out of the results the Hub shows for this model
+        metadata["model-index"] = _model_index(own_rows, repo_id or PLACEHOLDER_REPO_ID, metadata["pipeline_tag"])
 
     name = (repo_id or "").split("/")[-1] or ("FSM-LRM" if is_gaussian else "FSM-LVSM")
     sections = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -141,6 +142,38 @@ class FSMPreTrainedModel(PreTrainedModel):
             digest.update(name.encode())
             digest.update(flat[positions].to(torch.bfloat16).float().cpu().numpy().tobytes())
         return digest.hexdigest()[:16]
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: Optional[str] = None,
+        private: bool = False,
+        token=None,
+        create_pr: bool = False,
+        revision: Optional[str] = None,
+        max_shard_size="5GB",
+        include_code: bool = False,
+        **card_kwargs,
+    ) -> str:
+        """Upload the model (safetensors) with an fsm-hf model card as README.md, in one commit
+        (:func:`fsm_hf.hub.push_model_to_hub`; transformers' own method would upload its generic
+        template card). ``include_code=True`` bundles the model code for
+        ``AutoModel.from_pretrained(repo_id, trust_remote_code=True)`` without fsm-hf. ``card_kwargs``
+        (``provenance``, ``eval_results``, ``base_model``, ``datasets``, ``license``,
+        ``training_config``) go to :func:`fsm_hf.model_card.generate_model_card`. Returns the commit URL.
+        """
+        # Looked up by name, not imported: the remote-code copy of this module (hub.bundle_remote_code)
+        # must not pull the Hub tooling in; where fsm-hf is not installed, transformers' upload remains.
+        try:
+            hub = importlib.import_module("fsm_hf.hub")
+        except ImportError:
+            return super().push_to_hub(repo_id, commit_message=commit_message, private=private, token=token,
+                                       create_pr=create_pr, revision=revision, max_shard_size=max_shard_size)  # fmt: skip
+        return hub.push_model_to_hub(
+            self, repo_id, include_code=include_code, commit_message=commit_message, token=token, private=private,
+            revision=revision, create_pr=create_pr, max_shard_size=max_shard_size, **card_kwargs,
+        )  # fmt: skip
 
     def check_memory(self, memory: FSMMemory) -> None:
         """Raise when ``memory`` was built by another configuration; warn when by other weights."""

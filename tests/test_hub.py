@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 from conftest import random_views
-from fake_hub import READ_TOKEN, WRITE_TOKEN, FakeHub, go_offline, hub_environment
+from fake_hub import READ_TOKEN, USER, WRITE_TOKEN, FakeHub, go_offline, hub_environment
 
 import fsm_hf
 from fsm_hf import FSMConfig, FSMForNovelViewSynthesis
@@ -199,9 +199,14 @@ def test_revisions_private_repos_and_pull_requests(fake_hub, monkeypatch):
     with pytest.raises(OSError, match="no-such-branch"):
         AutoModel.from_pretrained(REPO, token=READ_TOKEN, revision="no-such-branch")
 
-    # transformers' own model.push_to_hub keeps the card already on the repo (it loads README.md from the Hub).
-    tiny_model(2).push_to_hub(REPO, token=WRITE_TOKEN, revision="plain")
-    assert fake_hub.files(REPO, "plain")["README.md"] == fake_hub.files(REPO, "main")["README.md"]
+    # model.push_to_hub goes through push_model_to_hub too: an fsm-hf card (not transformers' template),
+    # whose licence follows the weights' provenance
+    converted = tiny_model(2)
+    converted.config.fsm_provenance = dict(PROVENANCE)
+    converted.push_to_hub(REPO, token=WRITE_TOKEN, revision="plain")
+    card = fake_hub.files(REPO, "plain")["README.md"].decode()
+    assert card_header(card)["library_name"] == "fsm-hf" and card_header(card)["license"] == "cc-by-nc-sa-4.0"
+    assert PROVENANCE["source_sha256"] in card and REPO in card
     assert fake_hub.files(REPO, "plain")["model.safetensors"] != fake_hub.files(REPO, "main")["model.safetensors"]
 
 
@@ -407,3 +412,36 @@ def test_bundler_rewrites_project_imports_and_rejects_what_it_cannot(tmp_path, m
     assert lazy() == 9
     with pytest.raises(RemoteCodeBundleError, match=r"bad.py:1: `import bundlepkg.leaf` cannot be bundled"):
         bundle_remote_code(["bundlepkg.bad"])
+
+
+def test_pushing_a_folder_addresses_its_card_to_the_repository(fake_hub, tmp_path):
+    """Converter and finetuning outputs carry a card written before the repository was known."""
+    from fsm_hf.model_card import PLACEHOLDER_REPO_ID
+
+    model = tiny_model()
+    folder = tmp_path / "finetuned"
+    fsm_hf.FSMPipeline(model=model).save_pretrained(folder)
+    card = generate_model_card(model.config, subfolder="model", eval_results=[
+        {"dataset": "scenes", "metric": "PSNR", "value": 18.0},
+        {"dataset": "scenes", "metric": "PSNR", "value": 15.0, "setting": "baseline", "reference": True},
+    ])  # fmt: skip
+    assert PLACEHOLDER_REPO_ID in card
+    # a reference method's score is in the card's table but not among this model's Hub results
+    results = card_header(card)["model-index"][0]["results"]
+    assert [r["metrics"][0]["value"] for r in results] == [18.0] and "| 15" in card
+    (folder / "model" / "README.md").write_text(card)
+    with pytest.raises(ValueError, match="already has a model card"):
+        push_folder(folder, REPO, token=WRITE_TOKEN, provenance=PROVENANCE)
+    # a name without a namespace goes to the token's namespace, card included
+    push_folder(folder, "bare-name", token=WRITE_TOKEN)
+    pushed = fake_hub.files(f"{USER}/bare-name")["README.md"].decode()
+    assert PLACEHOLDER_REPO_ID not in pushed and f"{USER}/bare-name" in pushed
+    assert card_header(pushed)["model-index"][0]["name"] == "bare-name"
+
+
+def test_card_licence_follows_the_source_weights():
+    card = generate_model_card(FSMConfig.from_preset("tiny"), provenance=PROVENANCE)
+    assert card_header(card)["license"] == "cc-by-nc-sa-4.0"
+    assert card_header(generate_model_card(FSMConfig.from_preset("tiny")))["license"] == "apache-2.0"
+    finetuned = generate_model_card(FSMConfig.from_preset("tiny"), provenance=PROVENANCE, training_config={"lr": 1e-4})
+    assert card_header(finetuned)["license"] == "cc-by-nc-sa-4.0" and "finetuned (see *Training configuration*)" in finetuned
