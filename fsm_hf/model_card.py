@@ -20,6 +20,13 @@ from .configuration_fsm import FSMConfig
 #: Tags every FSM card carries (in addition to the library name the Hub adds itself).
 CARD_TAGS = ("4d-reconstruction", "novel-view-synthesis", "test-time-training", "fsm", "lacet")
 
+
+def _card_tags(config: FSMConfig) -> List[str]:
+    """:data:`CARD_TAGS` as they apply: static models reconstruct 3D, plain LaCT (elastic prior off) is not LaCET."""
+    swaps = {"4d-reconstruction": "4d-reconstruction" if config.use_time else "3d-reconstruction",
+             "lacet": "lacet" if config.elastic_enabled else "lact"}  # fmt: skip
+    return [swaps.get(tag, tag) for tag in CARD_TAGS] + (["gaussian-splatting"] if config.head_type == "gaussian" else [])
+
 #: ``library_name`` in the metadata: the Hub links it to this package.
 LIBRARY_NAME = "fsm-hf"
 
@@ -112,7 +119,7 @@ def generate_model_card(
     # views/times, which is what the Hub's "image-to-image" task means (images in, images out); the LRM
     # head outputs a 3D (4D Gaussian) representation of the scene, the Hub's "image-to-3d" task.
     metadata["pipeline_tag"] = "image-to-3d" if is_gaussian else "image-to-image"
-    metadata["tags"] = list(CARD_TAGS) + (["gaussian-splatting"] if is_gaussian else [])
+    metadata["tags"] = _card_tags(config)
     if base_models:
         metadata["base_model"] = base_models[0] if len(base_models) == 1 else base_models
     if dataset_ids:
@@ -217,6 +224,12 @@ def _description(config: FSMConfig, converted: bool, base_models: List[str], fin
         else "**FSM-LVSM**: it renders the pixels of each target view directly from the target's tokens"
     )
     dims = "in space and time" if config.use_time else "of static scenes (this checkpoint has no time channel)"
+    if config.elastic_enabled:
+        blocks = "**LaCET** blocks (Large Chunk *Elastic* Test-Time Training)"
+        prior = "keeps them close to an anchor with an elastic, importance-weighted prior, "
+    else:
+        blocks = "**LaCT** blocks (Large Chunk Test-Time Training; this checkpoint has the elastic prior off)"
+        prior = ""
     if converted and finetuned:
         origin = (
             "These weights were finetuned (see *Training configuration*) from weights converted from a released "
@@ -235,9 +248,9 @@ def _description(config: FSMConfig, converted: bool, base_models: List[str], fin
         (Ma, Yu, Zhen, Yang, Chai, Gan, 2026; arXiv 2604.07350).
 
         FSM reads a sequence of posed frames captured over time and renders novel view-time combinations
-        {dims}. Its backbone is a stack of **LaCET** blocks (Large Chunk *Elastic* Test-Time Training): each
-        block updates per-scene *fast weights* on the input-view tokens in large chunks, keeps them close to an
-        anchor with an elastic, importance-weighted prior, and then applies them to every token. The fast weights
+        {dims}. Its backbone is a stack of {blocks}: each
+        block updates per-scene *fast weights* on the input-view tokens in large chunks, {prior}and then applies
+        them to every token. The fast weights
         after reading the inputs are the scene's *spatial memory*: `model.reconstruct(...)` returns it and
         `model.render(memory, ...)` renders new targets without re-reading the inputs.
 

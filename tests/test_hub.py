@@ -128,6 +128,10 @@ def test_model_card_for_unknown_licence_and_training_config():
     header = card_header(card)
     assert header["license"] == "other" and header["license_link"] == "https://github.com/a1600012888/LaCT"
     assert "max_steps: 10" in card and "no time channel" in card
+    assert "3d-reconstruction" in header["tags"] and "4d-reconstruction" not in header["tags"]
+    plain = generate_model_card(FSMConfig.from_preset("tiny", elastic_enabled=False), provenance=provenance)
+    assert "lact" in card_header(plain)["tags"] and "lacet" not in card_header(plain)["tags"]
+    assert "elastic prior off" in plain and "importance-weighted prior" not in plain
     with pytest.raises(ValueError, match="'dataset', 'metric' and 'value'"):
         generate_model_card(FSMConfig.from_preset("tiny"), eval_results=[{"dataset": "x", "value": 1.0}])
 
