@@ -737,6 +737,8 @@ def test_bad_settings_fail_before_training(tmp_path):
         load_config(TINY + ["--lpips_net", "vgg16"])
     with pytest.raises(ValueError, match=r"unknown FSMConfig field\(s\) \['elastic_lamda'\]"):
         train(load_config(TINY + ["--model_overrides", "elastic_lamda=0.3", "--output_dir", str(tmp_path / "o")]))
+    with pytest.raises(FileNotFoundError, match="Data path not found"):
+        train(load_config(TINY + ["--data", f"synthetic:2,{tmp_path / 'missing'}:2", "--output_dir", str(tmp_path / "o")]))
     assert not (tmp_path / "o").exists()
 
 

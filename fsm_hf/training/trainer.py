@@ -427,13 +427,15 @@ def train(config: TrainingConfig) -> Path:
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from .data import ShardedSequentialSampler, parse_data_spec
+    from .data import SYNTHETIC, ShardedSequentialSampler, parse_data_spec, resolve_scenes
     from .losses import FSMLoss
 
     output_dir = Path(config.output_dir)
     resume_dir = check_run_start(config, output_dir)
     check_model_overrides(config.model_overrides)
-    parse_data_spec(config.data)  # a malformed spec fails before the model is built
+    for source in parse_data_spec(config.data):  # a malformed spec or a missing path fails before the model is built
+        if source.path != SYNTHETIC:
+            resolve_scenes(source.path)
     loss_fn = FSMLoss(config.l2_loss_weight, config.lpips_loss_weight, config.l2_warmup_steps, config.lpips_net)
     use_tensorboard = config.tensorboard and _tensorboard_available()
     accelerator = Accelerator(
